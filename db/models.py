@@ -1,0 +1,314 @@
+"""SQLAlchemy 2.0 typed models of the upstream contract's tables.
+
+One set of models serves PostgreSQL (production) and SQLite (the embedded default): JSON becomes
+jsonb on PostgreSQL, and the uuid server default compiles per dialect. Columns beyond the contract
+(step_seq, due_at, redispatch_count, ...) carry the engine's exactly-once bookkeeping.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
+
+from db.statuses import (
+    ContactStatus,
+    ExecutionStatus,
+    JourneyStatus,
+    MessageDirection,
+    MessageStatus,
+    TenantStatus,
+    check_in,
+)
+
+
+class gen_random_uuid(FunctionElement[uuid.UUID]):  # noqa: N801 - named after the SQL function
+    """Server-side uuid default: gen_random_uuid() on PostgreSQL, a random hex on SQLite."""
+
+    type = Uuid()
+    inherit_cache = True
+
+
+@compiles(gen_random_uuid, "postgresql")
+def _gen_random_uuid_pg(element: gen_random_uuid, compiler: Any, **kw: Any) -> str:
+    return "gen_random_uuid()"
+
+
+@compiles(gen_random_uuid)
+def _gen_random_uuid_default(element: gen_random_uuid, compiler: Any, **kw: Any) -> str:
+    # SQLAlchemy stores Uuid as 32 hex characters on SQLite.
+    return "(lower(hex(randomblob(16))))"
+
+
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+EMPTY_JSON = text("'{}'")
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Record(Base):
+    """id, created_at and updated_at, as every contract table has them."""
+
+    __abstract__ = True
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, primary_key=True, default=uuid.uuid4, server_default=gen_random_uuid()
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        Timestamp, nullable=False, server_default=text("CURRENT_TIMESTAMP")
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        Timestamp,
+        nullable=False,
+        server_default=text("CURRENT_TIMESTAMP"),
+        onupdate=text("CURRENT_TIMESTAMP"),
+    )
+
+
+def tenant_fk() -> Mapped[uuid.UUID]:
+    # Tenants are never deleted while they own rows: RESTRICT makes that a loud error.
+    return mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="RESTRICT"), nullable=False, index=False
+    )
+
+
+class Tenant(Record):
+    __tablename__ = "tenants"
+    __table_args__ = (CheckConstraint(check_in("status", TenantStatus), name="ck_tenants_status"),)
+
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=TenantStatus.ACTIVE.value
+    )
+    settings: Mapped[dict[str, Any]] = mapped_column(
+        JsonDocument, nullable=False, server_default=EMPTY_JSON, default=dict
+    )
+
+
+class Contact(Record):
+    __tablename__ = "contacts"
+
+    tenant_id: Mapped[uuid.UUID] = tenant_fk()
+    phone: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(320))
+    attributes: Mapped[dict[str, Any]] = mapped_column(
+        JsonDocument, nullable=False, server_default=EMPTY_JSON, default=dict
+    )
+    opted_out_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Journey(Record):
+    __tablename__ = "journeys"
+    __table_args__ = (
+        CheckConstraint(check_in("status", JourneyStatus), name="ck_journeys_status"),
+        Index("ix_journeys_tenant_id", "tenant_id"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = tenant_fk()
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=JourneyStatus.DRAFT.value
+    )
+    # Not a foreign key: journeys and their nodes reference each other, and upstream inserts
+    # the journey before its nodes. The engine treats a dangling entry node as "node_not_found".
+    entry_node_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class JourneyNode(Record):
+    __tablename__ = "journey_nodes"
+
+    tenant_id: Mapped[uuid.UUID] = tenant_fk()
+    journey_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("journeys.id", ondelete="CASCADE"), nullable=False
+    )
+    # The node type is validated by the engine, not the database, so that a node of a type this
+    # worker does not know yet fails its contacts visibly instead of blocking upstream's insert.
+    type: Mapped[str] = mapped_column(String(32), nullable=False)
+    config: Mapped[dict[str, Any]] = mapped_column(
+        JsonDocument, nullable=False, server_default=EMPTY_JSON, default=dict
+    )
+    next_node_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("journey_nodes.id", ondelete="SET NULL")
+    )
+
+
+class JourneyContact(Record):
+    __tablename__ = "journey_contacts"
+    __table_args__ = (
+        CheckConstraint(check_in("status", ContactStatus), name="ck_journey_contacts_status"),
+        # At most one open enrollment per contact and journey: enroll is idempotent through it.
+        Index(
+            "uq_journey_contacts_open_enrollment",
+            "journey_id",
+            "contact_id",
+            unique=True,
+            postgresql_where=text("status IN ('ACTIVE', 'WAITING', 'PAUSED')"),
+            sqlite_where=text("status IN ('ACTIVE', 'WAITING', 'PAUSED')"),
+        ),
+        # The due-step dispatcher's scan: waits that are due and steps whose enqueue was lost.
+        Index(
+            "ix_journey_contacts_due",
+            "due_at",
+            postgresql_where=text("status IN ('ACTIVE', 'WAITING')"),
+            sqlite_where=text("status IN ('ACTIVE', 'WAITING')"),
+        ),
+        Index("ix_journey_contacts_contact_id", "contact_id"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = tenant_fk()
+    journey_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("journeys.id", ondelete="CASCADE"), nullable=False
+    )
+    contact_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=ContactStatus.ACTIVE.value
+    )
+    # SET NULL: a deleted node leaves the contact open with no node; the engine exits it
+    # with status_reason 'node_deleted' instead of looping on a missing node.
+    current_node_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("journey_nodes.id", ondelete="SET NULL")
+    )
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    completed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The number of the step to run next. A message for an older step is a duplicate.
+    step_seq: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # When the current step is due: a wait's wake time, or (for ACTIVE rows) the moment after
+    # which the dispatcher assumes the step's message was lost and publishes it again.
+    due_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # How often the dispatcher re-published the current step; reset by every executed step.
+    redispatch_count: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("0")
+    )
+
+
+class JourneyNodeExecution(Record):
+    __tablename__ = "journey_node_executions"
+    __table_args__ = (
+        CheckConstraint(
+            check_in("status", ExecutionStatus), name="ck_journey_node_executions_status"
+        ),
+        # Exactly one execution per step of a journey contact, whatever is redelivered.
+        Index("uq_journey_node_executions_step", "journey_contact_id", "step_seq", unique=True),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = tenant_fk()
+    journey_contact_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("journey_contacts.id", ondelete="CASCADE"), nullable=False
+    )
+    node_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("journey_nodes.id", ondelete="SET NULL")
+    )
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=ExecutionStatus.PENDING.value
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any]] = mapped_column(
+        JsonDocument, nullable=False, server_default=EMPTY_JSON, default=dict
+    )
+    executed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    step_seq: Mapped[int | None] = mapped_column(Integer)
+
+
+class Conversation(Record):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        Index("uq_conversations_tenant_contact", "tenant_id", "contact_id", unique=True),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = tenant_fk()
+    contact_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    )
+
+
+class Message(Record):
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint(check_in("direction", MessageDirection), name="ck_messages_direction"),
+        CheckConstraint(check_in("status", MessageStatus), name="ck_messages_status"),
+        # One message per send execution: a re-run step can never text twice.
+        Index("uq_messages_execution", "journey_node_execution_id", unique=True),
+        # The dispatcher re-enqueues deliveries whose task was lost.
+        Index(
+            "ix_messages_queued",
+            "updated_at",
+            postgresql_where=text("status = 'QUEUED'"),
+            sqlite_where=text("status = 'QUEUED'"),
+        ),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = tenant_fk()
+    # Filled by the delivery task, off the node's hot path.
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("conversations.id", ondelete="SET NULL")
+    )
+    contact_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    )
+    journey_node_execution_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("journey_node_executions.id", ondelete="SET NULL")
+    )
+    direction: Mapped[str] = mapped_column(String(16), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=MessageStatus.QUEUED.value
+    )
+    sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+
+
+class CallLog(Record):
+    __tablename__ = "call_logs"
+
+    tenant_id: Mapped[uuid.UUID] = tenant_fk()
+    contact_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+
+
+class TaskFailure(Base):
+    """Dead letters: messages that can never succeed, kept where an operator will see them."""
+
+    __tablename__ = "task_failures"
+    __table_args__ = (Index("ix_task_failures_created_at", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, primary_key=True, default=uuid.uuid4, server_default=gen_random_uuid()
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        Timestamp, nullable=False, server_default=text("CURRENT_TIMESTAMP")
+    )
+    task_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    # No foreign keys: the ids may be malformed, unknown, or another tenant's.
+    tenant_id: Mapped[str | None] = mapped_column(String(64))
+    journey_contact_id: Mapped[str | None] = mapped_column(String(64))
+    kwargs: Mapped[dict[str, Any]] = mapped_column(
+        JsonDocument, nullable=False, server_default=EMPTY_JSON, default=dict
+    )
+    error: Mapped[str] = mapped_column(Text, nullable=False)

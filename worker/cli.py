@@ -1,0 +1,48 @@
+"""The operator's entry point: `journey-worker COMMAND`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from worker.commands import db as db_commands
+
+
+class JourneyWorkerCLI(click.Group):
+    """Turns configuration and connection problems into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated to one line for the operator
+            message = describe_startup_error(exc)
+            if message is None:
+                raise
+            click.echo(f"journey-worker: {message}", err=True)
+            sys.exit(2)
+
+
+def describe_startup_error(exc: BaseException) -> str | None:
+    """One line for errors an operator fixes in the environment, None for real bugs."""
+    from sqlalchemy.exc import OperationalError
+
+    variable = getattr(exc, "variable", None)
+    if isinstance(exc, ValueError) and variable:
+        return str(exc)
+    if isinstance(exc, OperationalError):
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        return f"DATABASE_URL: cannot connect: {reason}"
+    return None
+
+
+@click.group(cls=JourneyWorkerCLI)
+def main() -> None:
+    """journey-worker: executes customer journeys, one Celery task per node."""
+
+
+main.add_command(db_commands.db)

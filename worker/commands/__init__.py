@@ -1,0 +1,1 @@
+"""Command groups of the journey-worker command line, one module per group."""
