@@ -45,8 +45,7 @@ def build_engine(settings: DbSettings) -> Engine:
     if settings.session_settings == "checkout":
         statements = [
             f"SET statement_timeout = {settings.statement_timeout_ms}",
-            "SET idle_in_transaction_session_timeout = "
-            f"{settings.idle_in_transaction_timeout_ms}",
+            f"SET idle_in_transaction_session_timeout = {settings.idle_in_transaction_timeout_ms}",
             f"SET lock_timeout = {settings.lock_timeout_ms}",
         ]
 

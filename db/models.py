@@ -39,7 +39,7 @@ from db.statuses import (
 )
 
 
-class gen_random_uuid(FunctionElement[uuid.UUID]):  # noqa: N801 - named after the SQL function
+class gen_random_uuid(FunctionElement[uuid.UUID]):
     """Server-side uuid default: gen_random_uuid() on PostgreSQL, a random hex on SQLite."""
 
     type = Uuid()
@@ -185,11 +185,10 @@ class JourneyContact(Record):
     status: Mapped[str] = mapped_column(
         String(16), nullable=False, server_default=ContactStatus.ACTIVE.value
     )
-    # SET NULL: a deleted node leaves the contact open with no node; the engine exits it
-    # with status_reason 'node_deleted' instead of looping on a missing node.
-    current_node_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("journey_nodes.id", ondelete="SET NULL")
-    )
+    # Deliberately not a foreign key: a condition or split may point at a node that was never
+    # created or was deleted while contacts waited on it. The engine meets a missing node with
+    # FAILED 'node_not_found: <id>' instead of a constraint error that would retry forever.
+    current_node_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     status_reason: Mapped[str | None] = mapped_column(Text)
     completed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # The number of the step to run next. A message for an older step is a duplicate.
@@ -198,9 +197,7 @@ class JourneyContact(Record):
     # which the dispatcher assumes the step's message was lost and publishes it again.
     due_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # How often the dispatcher re-published the current step; reset by every executed step.
-    redispatch_count: Mapped[int] = mapped_column(
-        Integer, nullable=False, server_default=text("0")
-    )
+    redispatch_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
 
 
 class JourneyNodeExecution(Record):

@@ -58,7 +58,9 @@ def parse_database_url(raw: str) -> URL:
         raise ConfigError("DATABASE_URL", f"not a SQLAlchemy URL: {raw!r}") from None
     backend = url.get_backend_name()
     if backend not in {"postgresql", "sqlite"}:
-        raise ConfigError("DATABASE_URL", f"unsupported database {backend!r} (postgresql or sqlite)")
+        raise ConfigError(
+            "DATABASE_URL", f"unsupported database {backend!r} (postgresql or sqlite)"
+        )
     if backend == "postgresql" and url.get_driver_name() in {"psycopg2", "asyncpg", "pg8000"}:
         raise ConfigError("DATABASE_URL", "use the psycopg 3 driver: postgresql+psycopg://...")
     if backend == "postgresql":

@@ -19,7 +19,7 @@ class JourneyWorkerCLI(click.Group):
             raise
         except (click.ClickException, click.Abort):
             raise
-        except Exception as exc:  # noqa: BLE001 - translated to one line for the operator
+        except Exception as exc:
             message = describe_startup_error(exc)
             if message is None:
                 raise

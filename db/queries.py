@@ -1,0 +1,673 @@
+"""Every statement of the worker's hot path, written once for PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Row, case, func, insert, literal, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
+
+from db.models import (
+    Contact,
+    Conversation,
+    Journey,
+    JourneyContact,
+    JourneyNode,
+    JourneyNodeExecution,
+    Message,
+    TaskFailure,
+    Tenant,
+    gen_random_uuid,
+)
+from db.statuses import OPEN_CONTACT_STATUSES, ContactStatus, MessageDirection, MessageStatus
+
+JC = JourneyContact
+JNE = JourneyNodeExecution
+RECENT_EXECUTIONS_LIMIT = 10
+
+
+class db_now(FunctionElement[datetime]):
+    """The database's clock: waits and due times never trust a worker's clock."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(db_now, "postgresql")
+def _db_now_pg(element: db_now, compiler: Any, **kw: Any) -> str:
+    return "now()"
+
+
+@compiles(db_now)
+def _db_now_sqlite(element: db_now, compiler: Any, **kw: Any) -> str:
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+class seconds_from_now(FunctionElement[datetime]):
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = float(seconds)
+        super().__init__()
+
+
+@compiles(seconds_from_now, "postgresql")
+def _seconds_from_now_pg(element: seconds_from_now, compiler: Any, **kw: Any) -> str:
+    return f"(now() + make_interval(secs => {element.seconds!r}))"
+
+
+@compiles(seconds_from_now)
+def _seconds_from_now_sqlite(element: seconds_from_now, compiler: Any, **kw: Any) -> str:
+    return f"strftime('%Y-%m-%d %H:%M:%f', 'now', '+{element.seconds!r} seconds')"
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything the worker stores is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _dialect_insert(session: Session) -> Any:
+    name = session.get_bind().dialect.name
+    return postgresql.insert if name == "postgresql" else sqlite.insert
+
+
+# --- executing one node --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepState:
+    """The journey contact, locked for this transaction, with what gates its next step."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    journey_id: uuid.UUID
+    contact_id: uuid.UUID
+    status: str
+    current_node_id: uuid.UUID | None
+    step_seq: int
+    due_at: datetime | None
+    journey_status: str
+    tenant_status: str
+    phone: str | None
+    email: str | None
+    attributes: dict[str, Any]
+    opted_out_at: datetime | None
+    db_now: datetime
+
+
+def lock_step_state(
+    session: Session, tenant_id: uuid.UUID, journey_contact_id: uuid.UUID
+) -> StepState | None:
+    """Lock the journey contact row and read everything that gates a step, in ONE statement.
+
+    The row lock is the claim: a second worker holding the same message waits here, then sees
+    the step already taken. Tenant and journey status come from the database, never the cache,
+    so a stale cache can never send for a suspended tenant or a paused journey.
+    """
+    stmt = (
+        select(
+            JC.id,
+            JC.tenant_id,
+            JC.journey_id,
+            JC.contact_id,
+            JC.status,
+            JC.current_node_id,
+            JC.step_seq,
+            JC.due_at,
+            Journey.status.label("journey_status"),
+            Tenant.status.label("tenant_status"),
+            Contact.phone,
+            Contact.email,
+            Contact.attributes,
+            Contact.opted_out_at,
+            db_now().label("db_now"),
+        )
+        .join(Journey, Journey.id == JC.journey_id)
+        .join(Tenant, Tenant.id == JC.tenant_id)
+        .join(Contact, Contact.id == JC.contact_id)
+        .where(JC.id == journey_contact_id, JC.tenant_id == tenant_id)
+        .with_for_update(of=JC)
+    )
+    row = session.execute(stmt).one_or_none()
+    if row is None:
+        return None
+    values = row._asdict()
+    values["due_at"] = as_utc(values["due_at"])
+    values["opted_out_at"] = as_utc(values["opted_out_at"])
+    values["db_now"] = as_utc(values["db_now"])
+    return StepState(**values)
+
+
+@dataclass(frozen=True)
+class RecentExecution:
+    id: uuid.UUID
+    node_id: uuid.UUID | None
+    node_type: str | None
+    status: str
+    step_seq: int | None
+    executed_at: datetime | None
+    created_at: datetime
+
+
+def recent_executions(
+    session: Session, tenant_id: uuid.UUID, journey_contact_id: uuid.UUID
+) -> list[RecentExecution]:
+    """The journey contact's last executions with their node types, newest first: ONE query."""
+    stmt = (
+        select(
+            JNE.id,
+            JNE.node_id,
+            JourneyNode.type.label("node_type"),
+            JNE.status,
+            JNE.step_seq,
+            JNE.executed_at,
+            JNE.created_at,
+        )
+        .outerjoin(JourneyNode, JourneyNode.id == JNE.node_id)
+        .where(JNE.journey_contact_id == journey_contact_id, JNE.tenant_id == tenant_id)
+        .order_by(JNE.created_at.desc(), JNE.executed_at.desc())
+        .limit(RECENT_EXECUTIONS_LIMIT)
+    )
+    return [
+        RecentExecution(**{**r._asdict(), "executed_at": as_utc(r.executed_at)})
+        for r in session.execute(stmt)
+    ]
+
+
+def loop_guard_times(
+    session: Session,
+    tenant_id: uuid.UUID,
+    journey_contact_id: uuid.UUID,
+    node_id: uuid.UUID,
+    limit: int,
+) -> list[datetime]:
+    """When this node last ran for this journey contact: only id and executed_at are read."""
+    stmt = (
+        select(JNE.id, JNE.executed_at)
+        .where(
+            JNE.node_id == node_id,
+            JNE.journey_contact_id == journey_contact_id,
+            JNE.tenant_id == tenant_id,
+            JNE.executed_at.is_not(None),
+        )
+        .order_by(JNE.executed_at.desc())
+        .limit(limit)
+    )
+    return [as_utc(r.executed_at) for r in session.execute(stmt)]  # type: ignore[misc]
+
+
+def record_execution(
+    session: Session,
+    *,
+    existing_id: uuid.UUID | None,
+    tenant_id: uuid.UUID,
+    journey_contact_id: uuid.UUID,
+    node_id: uuid.UUID | None,
+    step_seq: int,
+    status: str,
+    error: str | None,
+    result: dict[str, Any],
+) -> uuid.UUID:
+    """The step's execution row: finish the PENDING row upstream made, or insert one.
+
+    uq_journey_node_executions_step makes a second row for the same step impossible.
+    """
+    values = {
+        "status": status,
+        "error": error,
+        "result": result,
+        "executed_at": db_now(),
+        "step_seq": step_seq,
+    }
+    if existing_id is not None:
+        session.execute(
+            update(JNE).where(JNE.id == existing_id).values(**values, updated_at=db_now())
+        )
+        return existing_id
+    execution_id = uuid.uuid4()
+    session.execute(
+        insert(JNE).values(
+            id=execution_id,
+            tenant_id=tenant_id,
+            journey_contact_id=journey_contact_id,
+            node_id=node_id,
+            **values,
+        )
+    )
+    return execution_id
+
+
+def advance_journey_contact(
+    session: Session,
+    journey_contact_id: uuid.UUID,
+    *,
+    status: str,
+    current_node_id: uuid.UUID | None,
+    step_seq: int,
+    due_at: Any,
+    status_reason: str | None = None,
+    completed: bool = False,
+) -> None:
+    session.execute(
+        update(JC)
+        .where(JC.id == journey_contact_id)
+        .values(
+            status=status,
+            current_node_id=current_node_id,
+            step_seq=step_seq,
+            due_at=due_at,
+            status_reason=status_reason,
+            completed_at=db_now() if completed else None,
+            redispatch_count=0,
+            updated_at=db_now(),
+        )
+    )
+
+
+def insert_outbound_message(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    contact_id: uuid.UUID,
+    execution_id: uuid.UUID,
+    body: str,
+) -> uuid.UUID:
+    message_id = uuid.uuid4()
+    session.execute(
+        insert(Message).values(
+            id=message_id,
+            tenant_id=tenant_id,
+            contact_id=contact_id,
+            journey_node_execution_id=execution_id,
+            direction=MessageDirection.OUTBOUND.value,
+            body=body,
+            status=MessageStatus.QUEUED.value,
+        )
+    )
+    return message_id
+
+
+def merge_contact_attributes(
+    session: Session, tenant_id: uuid.UUID, contact_id: uuid.UUID, values: dict[str, Any]
+) -> None:
+    """Merge values into the contact's attributes in the database, not read-modify-write."""
+    if session.get_bind().dialect.name == "postgresql":
+        merged = Contact.attributes.op("||")(literal(values, postgresql.JSONB()))
+    else:
+        merged = func.json_patch(Contact.attributes, json.dumps(values))
+    session.execute(
+        update(Contact)
+        .where(Contact.id == contact_id, Contact.tenant_id == tenant_id)
+        .values(attributes=merged, updated_at=db_now())
+    )
+
+
+# --- lookups behind the cache --------------------------------------------------------------
+
+
+def journey_nodes(
+    session: Session, tenant_id: uuid.UUID, journey_id: uuid.UUID
+) -> Sequence[Row[Any]]:
+    stmt = select(
+        JourneyNode.id,
+        JourneyNode.journey_id,
+        JourneyNode.type,
+        JourneyNode.config,
+        JourneyNode.next_node_id,
+    ).where(JourneyNode.journey_id == journey_id, JourneyNode.tenant_id == tenant_id)
+    return session.execute(stmt).all()
+
+
+def tenant_row(session: Session, tenant_id: uuid.UUID) -> Row[Any] | None:
+    stmt = select(Tenant.id, Tenant.name, Tenant.status, Tenant.settings).where(
+        Tenant.id == tenant_id
+    )
+    return session.execute(stmt).one_or_none()
+
+
+# --- enrollment ----------------------------------------------------------------------------
+
+
+def journey_entry(session: Session, tenant_id: uuid.UUID, journey_id: uuid.UUID) -> Row[Any] | None:
+    stmt = select(Journey.status, Journey.entry_node_id).where(
+        Journey.id == journey_id, Journey.tenant_id == tenant_id
+    )
+    return session.execute(stmt).one_or_none()
+
+
+def enroll_contacts(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    journey_id: uuid.UUID,
+    entry_node_id: uuid.UUID,
+    contact_ids: Sequence[uuid.UUID],
+    grace_seconds: float,
+) -> list[uuid.UUID]:
+    """Insert journey contacts for the tenant's contacts not already open on this journey.
+
+    One INSERT ... SELECT ... ON CONFLICT DO NOTHING: unknown and foreign contact ids simply
+    select nothing, and a contact already ACTIVE, WAITING or PAUSED here is left alone.
+    Returns the new journey contact ids.
+    """
+    open_statuses = ", ".join(f"'{s.value}'" for s in OPEN_CONTACT_STATUSES)
+    rows = select(
+        # Explicit: a Python-side uuid4 default would be one value for every selected row.
+        gen_random_uuid(),
+        Contact.tenant_id,
+        literal(journey_id, JC.journey_id.type),
+        Contact.id,
+        literal(ContactStatus.ACTIVE.value),
+        literal(entry_node_id, JC.current_node_id.type),
+        literal(0),
+        seconds_from_now(grace_seconds),
+    ).where(Contact.id.in_(list(contact_ids)), Contact.tenant_id == tenant_id)
+    stmt = (
+        _dialect_insert(session)(JC)
+        .from_select(
+            [
+                "id",
+                "tenant_id",
+                "journey_id",
+                "contact_id",
+                "status",
+                "current_node_id",
+                "step_seq",
+                "due_at",
+            ],
+            rows,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["journey_id", "contact_id"],
+            index_where=text(f"status IN ({open_statuses})"),
+        )
+        .returning(JC.id)
+    )
+    return list(session.execute(stmt).scalars())
+
+
+# --- the due-step dispatcher ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueStep:
+    journey_contact_id: uuid.UUID
+    tenant_id: uuid.UUID
+    node_id: uuid.UUID | None
+    step_seq: int
+    redispatch_count: int
+
+
+def claim_due_steps(session: Session, *, batch_size: int, grace_seconds: float) -> list[DueStep]:
+    """Claim a batch of due steps: waits whose time has come and steps whose enqueue was lost.
+
+    FOR UPDATE SKIP LOCKED lets several dispatchers run at once without taking the same row;
+    the claim pushes due_at one grace period ahead, so a dispatcher that dies after commit
+    leaves rows that are simply claimed again later.
+    """
+    due = or_(
+        JC.due_at <= db_now(),
+        # Upstream-created rows carry no due_at; sweep them once they are old enough.
+        (JC.due_at.is_(None)) & (JC.created_at <= seconds_from_now(-grace_seconds)),
+    )
+    claim = (
+        select(JC.id)
+        .where(JC.status.in_([ContactStatus.ACTIVE.value, ContactStatus.WAITING.value]), due)
+        .order_by(JC.due_at)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    was_active = case((JC.status == ContactStatus.ACTIVE.value, 1), else_=0)
+    stmt = (
+        update(JC)
+        .where(JC.id.in_(claim.scalar_subquery()))
+        .values(
+            status=ContactStatus.ACTIVE.value,
+            due_at=seconds_from_now(grace_seconds),
+            redispatch_count=JC.redispatch_count + was_active,
+            updated_at=db_now(),
+        )
+        .returning(JC.id, JC.tenant_id, JC.current_node_id, JC.step_seq, JC.redispatch_count)
+    )
+    return [DueStep(*row) for row in session.execute(stmt)]
+
+
+def finish_journey_contacts(
+    session: Session, ids: Sequence[uuid.UUID], *, status: str, reason: str
+) -> None:
+    if not ids:
+        return
+    session.execute(
+        update(JC)
+        .where(JC.id.in_(list(ids)))
+        .values(
+            status=status,
+            status_reason=reason,
+            due_at=None,
+            completed_at=db_now(),
+            updated_at=db_now(),
+        )
+    )
+
+
+def resume_held_contacts(
+    session: Session,
+    tenant_id: uuid.UUID,
+    *,
+    reasons: Sequence[str],
+    journey_id: uuid.UUID | None = None,
+) -> int:
+    """Release contacts held PAUSED for one of `reasons`: the dispatcher picks them up now."""
+    stmt = update(JC).where(
+        JC.tenant_id == tenant_id,
+        JC.status == ContactStatus.PAUSED.value,
+        JC.status_reason.in_(list(reasons)),
+    )
+    if journey_id is not None:
+        stmt = stmt.where(JC.journey_id == journey_id)
+    result = session.execute(
+        stmt.values(
+            status=ContactStatus.ACTIVE.value,
+            status_reason=None,
+            due_at=db_now(),
+            redispatch_count=0,
+            updated_at=db_now(),
+        )
+    )
+    return result.rowcount or 0
+
+
+def exit_held_contacts(
+    session: Session, tenant_id: uuid.UUID, journey_id: uuid.UUID, reason: str
+) -> int:
+    result = session.execute(
+        update(JC)
+        .where(
+            JC.tenant_id == tenant_id,
+            JC.journey_id == journey_id,
+            JC.status == ContactStatus.PAUSED.value,
+        )
+        .values(
+            status=ContactStatus.EXITED.value,
+            status_reason=reason,
+            due_at=None,
+            completed_at=db_now(),
+            updated_at=db_now(),
+        )
+    )
+    return result.rowcount or 0
+
+
+def tenant_status(session: Session, tenant_id: uuid.UUID) -> str | None:
+    return session.execute(select(Tenant.status).where(Tenant.id == tenant_id)).scalar()
+
+
+def journey_status(session: Session, tenant_id: uuid.UUID, journey_id: uuid.UUID) -> str | None:
+    return session.execute(
+        select(Journey.status).where(Journey.id == journey_id, Journey.tenant_id == tenant_id)
+    ).scalar()
+
+
+# --- message delivery ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    contact_id: uuid.UUID
+    conversation_id: uuid.UUID | None
+    status: str
+    body: str
+    phone: str | None
+
+
+def lock_message(
+    session: Session, tenant_id: uuid.UUID, message_id: uuid.UUID
+) -> OutboundMessage | None:
+    stmt = (
+        select(
+            Message.id,
+            Message.tenant_id,
+            Message.contact_id,
+            Message.conversation_id,
+            Message.status,
+            Message.body,
+            Contact.phone,
+        )
+        .join(Contact, Contact.id == Message.contact_id)
+        .where(Message.id == message_id, Message.tenant_id == tenant_id)
+        .with_for_update(of=Message)
+    )
+    row = session.execute(stmt).one_or_none()
+    return OutboundMessage(*row) if row else None
+
+
+def ensure_conversation(session: Session, tenant_id: uuid.UUID, contact_id: uuid.UUID) -> uuid.UUID:
+    """The contact's conversation, created once whatever the concurrency (ON CONFLICT)."""
+    session.execute(
+        _dialect_insert(session)(Conversation)
+        .values(id=uuid.uuid4(), tenant_id=tenant_id, contact_id=contact_id)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "contact_id"])
+    )
+    return session.execute(
+        select(Conversation.id).where(
+            Conversation.tenant_id == tenant_id, Conversation.contact_id == contact_id
+        )
+    ).scalar_one()
+
+
+def finish_message(
+    session: Session,
+    message_id: uuid.UUID,
+    *,
+    status: str,
+    conversation_id: uuid.UUID | None = None,
+    error: str | None = None,
+) -> None:
+    values: dict[str, Any] = {
+        "status": status,
+        "error": error,
+        "attempts": Message.attempts + 1,
+        "updated_at": db_now(),
+    }
+    if conversation_id is not None:
+        values["conversation_id"] = conversation_id
+    if status == MessageStatus.SENT.value:
+        values["sent_at"] = db_now()
+    session.execute(update(Message).where(Message.id == message_id).values(**values))
+
+
+def claim_stale_messages(
+    session: Session, *, batch_size: int, grace_seconds: float
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """QUEUED messages whose delivery task seems lost: touch them and return (tenant, id)."""
+    claim = (
+        select(Message.id)
+        .where(
+            Message.status == MessageStatus.QUEUED.value,
+            Message.updated_at <= seconds_from_now(-grace_seconds),
+        )
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(Message)
+        .where(Message.id.in_(claim.scalar_subquery()))
+        .values(updated_at=db_now())
+        .returning(Message.tenant_id, Message.id)
+    )
+    return [(row[0], row[1]) for row in session.execute(stmt)]
+
+
+# --- failures ------------------------------------------------------------------------------
+
+
+def record_task_failure(
+    session: Session,
+    *,
+    task_name: str,
+    task_id: str | None,
+    tenant_id: str | None,
+    journey_contact_id: str | None,
+    kwargs: dict[str, Any],
+    error: str,
+) -> None:
+    session.execute(
+        insert(TaskFailure).values(
+            id=uuid.uuid4(),
+            task_name=task_name,
+            task_id=task_id,
+            tenant_id=tenant_id,
+            journey_contact_id=journey_contact_id,
+            kwargs=kwargs,
+            error=error,
+        )
+    )
+
+
+def fail_open_journey_contact(
+    session: Session, tenant_id: uuid.UUID, journey_contact_id: uuid.UUID, reason: str
+) -> bool:
+    """FAILED with the reason, if the contact is still on the journey."""
+    result = session.execute(
+        update(JC)
+        .where(
+            JC.id == journey_contact_id,
+            JC.tenant_id == tenant_id,
+            JC.status.in_([s.value for s in OPEN_CONTACT_STATUSES]),
+        )
+        .values(
+            status=ContactStatus.FAILED.value,
+            status_reason=reason,
+            due_at=None,
+            completed_at=db_now(),
+            updated_at=db_now(),
+        )
+    )
+    return bool(result.rowcount)
+
+
+def fail_queued_message(
+    session: Session, tenant_id: uuid.UUID, message_id: uuid.UUID, reason: str
+) -> None:
+    session.execute(
+        update(Message)
+        .where(
+            Message.id == message_id,
+            Message.tenant_id == tenant_id,
+            Message.status == MessageStatus.QUEUED.value,
+        )
+        .values(status=MessageStatus.FAILED.value, error=reason, updated_at=db_now())
+    )

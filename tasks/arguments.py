@@ -1,0 +1,58 @@
+"""Validating task arguments: upstream writes them in any language, so trust nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tasks.errors import BadMessage
+
+
+def check_kwargs(
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    required: set[str],
+    optional: frozenset[str] = frozenset(),
+) -> None:
+    if args:
+        raise BadMessage(f"positional arguments are not accepted, got {len(args)}")
+    missing = sorted(required - set(kwargs))
+    if missing:
+        raise BadMessage(f"missing argument(s) {', '.join(missing)}")
+    unknown = sorted(set(kwargs) - required - optional)
+    if unknown:
+        raise BadMessage(f"unknown argument(s) {', '.join(unknown)}")
+
+
+def uuid_arg(kwargs: Mapping[str, Any], name: str) -> uuid.UUID:
+    value = kwargs.get(name)
+    if not isinstance(value, str):
+        raise BadMessage(f"{name} must be a UUID string, got {type(value).__name__}")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise BadMessage(f"{name} is not a UUID: {value[:64]!r}") from None
+
+
+def optional_step(kwargs: Mapping[str, Any]) -> int | None:
+    step = kwargs.get("step")
+    if step is None:
+        return None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise BadMessage(f"step must be a whole number >= 0, got {step!r}")
+    return step
+
+
+def uuid_list_arg(kwargs: Mapping[str, Any], name: str, limit: int) -> list[uuid.UUID]:
+    values = kwargs.get(name)
+    if not isinstance(values, list) or not values:
+        raise BadMessage(f"{name} must be a non-empty list of UUID strings")
+    if len(values) > limit:
+        raise BadMessage(f"{name} has {len(values)} ids; at most {limit} per message")
+    return [uuid_arg({name: v}, name) for v in values]
+
+
+def loggable_ids(kwargs: Mapping[str, Any]) -> dict[str, str]:
+    """The id-like arguments, shortened, for error lines (never bodies or phone numbers)."""
+    return {k: str(v)[:64] for k, v in kwargs.items() if k.endswith("_id") or k in ("step",)}

@@ -1,0 +1,149 @@
+"""The one task base class: late acks, an explicit retry policy, one transaction per task,
+publishing only after commit, and failures recorded where an operator will see them."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded
+from celery import Celery, Task
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from db import queries
+from db.engine import transaction
+from tasks import metrics
+from tasks.arguments import loggable_ids
+from tasks.engine import Followup
+from tasks.errors import BadMessage, PermanentError, TransientError
+from tasks.settings import engine_settings
+
+log = logging.getLogger("journey_worker.tasks")
+
+# Faults of the moment: a connection dropped, a lock or statement timeout, a remote service
+# down, a concurrent writer that won a unique race. Everything else is a bug or bad input.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientError,
+    OperationalError,
+    IntegrityError,
+    SoftTimeLimitExceeded,
+)
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+_settings = engine_settings()
+
+
+class JourneyTask(Task):
+    abstract = True
+    acks_late = True
+    autoretry_for = TRANSIENT_ERRORS
+    dont_autoretry_for = (PermanentError,)
+    max_retries = _settings.max_retries
+    retry_backoff = 2
+    # Kept far below the Redis broker's visibility timeout (1 h): a retry held by a worker for
+    # longer would be delivered a second time.
+    retry_backoff_max = _settings.retry_backoff_max
+    retry_jitter = True
+    ignore_result = True
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        metrics.RETRIES.labels(self.name).inc()
+        log.warning(
+            "task retry task=%s task_id=%s ids=%s error=%s: %s",
+            self.name,
+            task_id,
+            loggable_ids(kwargs or {}),
+            type(exc).__name__,
+            exc,
+        )
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        """A message that will not be retried again: dead-letter it and fail its contact."""
+        kwargs = dict(kwargs or {})
+        if isinstance(exc, PermanentError):
+            reason = exc.reason
+        else:
+            reason = f"retries_exhausted: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        metrics.FAILURES.labels(self.name).inc()
+        log.error(
+            "task failed for good task=%s task_id=%s ids=%s reason=%s",
+            self.name,
+            task_id,
+            loggable_ids(kwargs),
+            reason,
+        )
+        try:
+            self.record_failure(task_id, kwargs, reason, exc)
+        except Exception:
+            log.exception("could not record the failure of task %s (%s)", self.name, task_id)
+
+    def record_failure(
+        self, task_id: str, kwargs: dict[str, Any], reason: str, exc: BaseException
+    ) -> None:
+        tenant_id = _as_uuid(kwargs.get("tenant_id"))
+        journey_contact_id = _as_uuid(kwargs.get("journey_contact_id"))
+        message_id = _as_uuid(kwargs.get("message_id"))
+        with transaction() as session:
+            queries.record_task_failure(
+                session,
+                task_name=self.name,
+                task_id=task_id,
+                tenant_id=str(kwargs.get("tenant_id"))[:64] if "tenant_id" in kwargs else None,
+                journey_contact_id=str(journey_contact_id) if journey_contact_id else None,
+                kwargs=_json_safe(kwargs),
+                error=reason,
+            )
+            # A malformed message says nothing about the contact's state: leave the contact be.
+            if tenant_id and journey_contact_id and not isinstance(exc, BadMessage):
+                queries.fail_open_journey_contact(session, tenant_id, journey_contact_id, reason)
+            if tenant_id and message_id:
+                queries.fail_queued_message(session, tenant_id, message_id, reason)
+
+
+def publish(app: Celery, followups: Iterable[Followup]) -> int:
+    """Publish after commit. A failure here loses nothing: the rows say what is due, and the
+    dispatcher re-publishes anything unclaimed after the grace period."""
+    followups = list(followups)
+    if not followups:
+        return 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for followup in followups:
+                app.send_task(followup.task_name, kwargs=followup.kwargs, producer=producer)
+    except Exception as exc:
+        log.warning(
+            "publish after commit failed (%d messages); the dispatcher will re-publish: %s",
+            len(followups),
+            exc,
+        )
+        return 0
+    return len(followups)
+
+
+def _as_uuid(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _json_safe(kwargs: dict[str, Any]) -> dict[str, Any]:
+    safe: dict[str, Any] = {}
+    for key, value in list(kwargs.items())[:20]:
+        if isinstance(value, str | int | float | bool) or value is None:
+            safe[str(key)] = value if not isinstance(value, str) else value[:256]
+        elif isinstance(value, list):
+            safe[str(key)] = [str(v)[:64] for v in value[:50]]
+        else:
+            safe[str(key)] = repr(value)[:256]
+    return safe

@@ -1,0 +1,363 @@
+"""Executing one step of one journey contact: the seed's executeNode, done right.
+
+Everything happens in the caller's single transaction: lock the journey contact, decide, write
+the execution, the message and the next step. What must happen after commit (publishing the
+next step, handing a message to delivery) is returned as followups, never done here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from db import queries
+from db.statuses import ContactStatus, ExecutionStatus, JourneyStatus, TenantStatus
+from tasks import names
+from tasks.errors import PermanentError, UnknownEntity
+from tasks.http import call_json
+from tasks.lookups import JourneyReader, NodeRecord
+from tasks.node_config import parse_node_config
+from tasks.nodes import ContactView, NodeDecision, decide
+from tasks.settings import EngineSettings
+
+RUNNABLE = (ContactStatus.ACTIVE.value, ContactStatus.WAITING.value)
+
+
+@dataclass(frozen=True)
+class StepCommand:
+    tenant_id: uuid.UUID
+    journey_contact_id: uuid.UUID
+    node_id: uuid.UUID
+    # The worker's own messages say which step they are for; upstream's may not.
+    step: int | None = None
+
+
+@dataclass(frozen=True)
+class Followup:
+    task_name: str
+    kwargs: dict[str, Any]
+
+
+@dataclass
+class StepOutcome:
+    """What happened, for the log line, the metrics and the caller's after-commit work."""
+
+    outcome: str  # executed | duplicate | held | finished | failed
+    detail: str = ""
+    journey_id: str | None = None
+    node_type: str | None = None
+    execution_status: str | None = None
+    contact_status: str | None = None
+    followups: list[Followup] = field(default_factory=list)
+
+
+def execute_step_kwargs(tenant_id: Any, journey_contact_id: Any, node_id: Any, step: int) -> dict:
+    return {
+        "tenant_id": str(tenant_id),
+        "journey_contact_id": str(journey_contact_id),
+        "node_id": str(node_id),
+        "step": step,
+    }
+
+
+class StepRunner:
+    def __init__(
+        self,
+        session: Session,
+        reader: JourneyReader,
+        settings: EngineSettings,
+        http: Callable[..., Any] = call_json,
+    ) -> None:
+        self.session = session
+        self.reader = reader
+        self.settings = settings
+        self.http = http
+
+    def run(self, cmd: StepCommand) -> StepOutcome:
+        state = queries.lock_step_state(self.session, cmd.tenant_id, cmd.journey_contact_id)
+        if state is None:
+            raise UnknownEntity("journey_contact", cmd.journey_contact_id)
+        self.state = state
+        journey_id = str(state.journey_id)
+
+        if state.status not in RUNNABLE:
+            return StepOutcome("duplicate", f"journey contact is {state.status}", journey_id)
+        if cmd.step is not None and cmd.step != state.step_seq:
+            return StepOutcome(
+                "duplicate", f"step {cmd.step} is not the current step {state.step_seq}", journey_id
+            )
+        if state.current_node_id != cmd.node_id:
+            return StepOutcome("duplicate", "node is not the current node", journey_id)
+        if state.status == ContactStatus.WAITING and state.due_at and state.due_at > state.db_now:
+            return StepOutcome("duplicate", "wait is not due yet", journey_id)
+
+        # Gates read from the database in the locking statement, never from the cache.
+        if state.tenant_status != TenantStatus.ACTIVE:
+            return self._hold("tenant_suspended")
+        if state.journey_status == JourneyStatus.ARCHIVED:
+            return self._finish(ContactStatus.EXITED, "journey_archived", None)
+        if state.journey_status != JourneyStatus.ACTIVE:
+            return self._hold(f"journey_{state.journey_status.lower()}")
+        if state.step_seq >= self.settings.max_steps:
+            return self._fail("step_limit_exceeded", None)
+
+        node, _tenant = self.reader.node_and_tenant(
+            self.session, state.tenant_id, state.journey_id, state.current_node_id
+        )
+        if node is None or node.journey_id != journey_id:
+            return self._fail(f"node_not_found: {state.current_node_id}", None)
+
+        recent = queries.recent_executions(self.session, state.tenant_id, state.id)
+        if self._loop_detected(recent):
+            return self._fail("loop_detected", node)
+        pending = next(
+            (
+                e.id
+                for e in recent
+                if e.node_id == state.current_node_id
+                and e.status in (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
+                and e.step_seq in (None, state.step_seq)
+            ),
+            None,
+        )
+        previous = next((e for e in recent if e.status != ExecutionStatus.PENDING), None)
+
+        contact = ContactView(
+            id=str(state.contact_id),
+            phone=state.phone,
+            email=state.email,
+            attributes=dict(state.attributes or {}),
+            opted_out=state.opted_out_at is not None and state.opted_out_at <= state.db_now,
+        )
+        try:
+            config = parse_node_config(node.type, node.config)
+            decision = decide(
+                node.type,
+                config,
+                node_id=node.id,
+                next_node_id=node.next_node_id,
+                contact=contact,
+                db_now=state.db_now,
+            )
+            if decision.webhook is not None:
+                decision = self._call_webhook(
+                    decision, node, previous.node_id if previous else None
+                )
+        except PermanentError as exc:
+            return self._fail(exc.reason, node, pending)
+        return self._apply(decision, node, pending)
+
+    # --- outcomes ----------------------------------------------------------------------
+
+    def _loop_detected(self, recent: list[queries.RecentExecution]) -> bool:
+        state, limit = self.state, self.settings.loop_repeats
+        if len(recent) < queries.RECENT_EXECUTIONS_LIMIT:
+            # The window holds the contact's whole history: the guard needs no query.
+            times = sorted(
+                (
+                    e.executed_at
+                    for e in recent
+                    if e.node_id == state.current_node_id and e.executed_at
+                ),
+                reverse=True,
+            )[:limit]
+        else:
+            times = queries.loop_guard_times(
+                self.session, state.tenant_id, state.id, state.current_node_id, limit
+            )
+        window_start = state.db_now - timedelta(seconds=self.settings.loop_window_seconds)
+        return len(times) >= limit and min(times) >= window_start
+
+    def _call_webhook(
+        self, decision: NodeDecision, node: NodeRecord, previous_node_id: uuid.UUID | None
+    ) -> NodeDecision:
+        state, call = self.state, decision.webhook
+        assert call is not None
+        payload = {
+            "tenant_id": str(state.tenant_id),
+            "journey_id": str(state.journey_id),
+            "journey_contact_id": str(state.id),
+            "contact_id": str(state.contact_id),
+            "node_id": node.id,
+            "step": state.step_seq,
+            "previous_node_id": str(previous_node_id) if previous_node_id else None,
+        }
+        # The step identifies the call: a re-run of this step repeats the same key.
+        response = self.http(
+            call.url,
+            payload,
+            method=call.method,
+            timeout=call.timeout_seconds,
+            idempotency_key=f"{state.id}:{state.step_seq}",
+        )
+        return NodeDecision(
+            next_node_id=decision.next_node_id, result={"http_status": response.status}
+        )
+
+    def _hold(self, reason: str) -> StepOutcome:
+        """Keep the contact at this step, sending nothing, until the tenant or journey resumes."""
+        state = self.state
+        queries.advance_journey_contact(
+            self.session,
+            state.id,
+            status=ContactStatus.PAUSED,
+            current_node_id=state.current_node_id,
+            step_seq=state.step_seq,
+            due_at=None,
+            status_reason=reason,
+        )
+        return StepOutcome(
+            "held", reason, str(state.journey_id), contact_status=ContactStatus.PAUSED
+        )
+
+    def _finish(
+        self, status: ContactStatus, reason: str | None, node: NodeRecord | None
+    ) -> StepOutcome:
+        state = self.state
+        queries.advance_journey_contact(
+            self.session,
+            state.id,
+            status=status,
+            current_node_id=state.current_node_id,
+            step_seq=state.step_seq + (1 if node else 0),
+            due_at=None,
+            status_reason=reason,
+            completed=True,
+        )
+        return StepOutcome(
+            "finished",
+            reason or "",
+            str(state.journey_id),
+            node and node.type,
+            contact_status=status,
+        )
+
+    def _fail(
+        self, reason: str, node: NodeRecord | None, pending: uuid.UUID | None = None
+    ) -> StepOutcome:
+        """FAILED with the reason; the step's execution row says FAILED too when there is a node."""
+        state = self.state
+        if node is not None:
+            queries.record_execution(
+                self.session,
+                existing_id=pending,
+                tenant_id=state.tenant_id,
+                journey_contact_id=state.id,
+                node_id=state.current_node_id,
+                step_seq=state.step_seq,
+                status=ExecutionStatus.FAILED,
+                error=reason,
+                result={},
+            )
+        queries.advance_journey_contact(
+            self.session,
+            state.id,
+            status=ContactStatus.FAILED,
+            current_node_id=state.current_node_id,
+            step_seq=state.step_seq + (1 if node else 0),
+            due_at=None,
+            status_reason=reason,
+            completed=True,
+        )
+        return StepOutcome(
+            "failed",
+            reason,
+            str(state.journey_id),
+            node.type if node else None,
+            ExecutionStatus.FAILED if node else None,
+            ContactStatus.FAILED,
+        )
+
+    def _apply(
+        self, decision: NodeDecision, node: NodeRecord, pending: uuid.UUID | None
+    ) -> StepOutcome:
+        state = self.state
+        session = self.session
+        execution_id = queries.record_execution(
+            session,
+            existing_id=pending,
+            tenant_id=state.tenant_id,
+            journey_contact_id=state.id,
+            node_id=state.current_node_id,
+            step_seq=state.step_seq,
+            status=decision.execution_status,
+            error=None,
+            result=decision.result,
+        )
+        outcome = StepOutcome(
+            "executed",
+            "",
+            str(state.journey_id),
+            node.type,
+            decision.execution_status,
+        )
+        if decision.sms_body is not None:
+            message_id = queries.insert_outbound_message(
+                session,
+                tenant_id=state.tenant_id,
+                contact_id=state.contact_id,
+                execution_id=execution_id,
+                body=decision.sms_body,
+            )
+            outcome.followups.append(
+                Followup(
+                    names.DELIVER_MESSAGE,
+                    {"tenant_id": str(state.tenant_id), "message_id": str(message_id)},
+                )
+            )
+        if decision.attribute_updates:
+            queries.merge_contact_attributes(
+                session, state.tenant_id, state.contact_id, decision.attribute_updates
+            )
+
+        next_step = state.step_seq + 1
+        next_node = uuid.UUID(decision.next_node_id) if decision.next_node_id else None
+        if decision.terminal_status is not None or next_node is None:
+            status = decision.terminal_status or ContactStatus.COMPLETED
+            queries.advance_journey_contact(
+                session,
+                state.id,
+                status=status,
+                current_node_id=None,
+                step_seq=next_step,
+                due_at=None,
+                status_reason=decision.terminal_reason,
+                completed=True,
+            )
+            outcome.contact_status = status
+        elif decision.wake_at is not None:
+            queries.advance_journey_contact(
+                session,
+                state.id,
+                status=ContactStatus.WAITING,
+                current_node_id=next_node,
+                step_seq=next_step,
+                due_at=decision.wake_at,
+            )
+            outcome.contact_status = ContactStatus.WAITING
+        else:
+            queries.advance_journey_contact(
+                session,
+                state.id,
+                status=ContactStatus.ACTIVE,
+                current_node_id=next_node,
+                step_seq=next_step,
+                due_at=queries.seconds_from_now(self.settings.redispatch_grace_seconds),
+            )
+            outcome.contact_status = ContactStatus.ACTIVE
+            outcome.followups.append(
+                Followup(
+                    names.EXECUTE_NODE,
+                    execute_step_kwargs(state.tenant_id, state.id, next_node, next_step),
+                )
+            )
+        return outcome
+
+
+def wake_time_text(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -1,0 +1,13 @@
+"""Task names: the contract's five and the worker's own."""
+
+ENROLL = "journeys.enroll"
+EXECUTE_NODE = "journeys.execute_node"
+JOURNEY_UPDATED = "journeys.journey_updated"
+JOURNEY_DELETED = "journeys.journey_deleted"
+TENANT_UPDATED = "journeys.tenant_updated"
+# The worker's own.
+DELIVER_MESSAGE = "journeys.deliver_message"
+DISPATCH_DUE = "journeys.dispatch_due"
+PURGE_EXECUTIONS = "journeys.purge_executions"
+
+DEFAULT_QUEUE = "journeys"

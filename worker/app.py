@@ -1,0 +1,64 @@
+"""The Celery application. Every delivery setting here is a decision; the README says why."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import Celery
+from kombu import Queue
+
+from tasks import names
+from worker.settings import WorkerSettings, embedded_broker_options
+
+
+def create_app(settings: WorkerSettings | None = None) -> Celery:
+    settings = settings or WorkerSettings.from_env()
+    app = Celery("journey_worker", broker=settings.broker_url, include=["tasks.journeys"])
+    transport_options: dict[str, object] = {}
+    if settings.embedded_broker:
+        transport_options.update(embedded_broker_options())
+    if settings.broker_url.startswith(("redis", "rediss")):
+        # Node tasks are short and waits live in PostgreSQL, so an hour is far beyond any task;
+        # the longest retry backoff (300 s by default) stays well under it.
+        transport_options["visibility_timeout"] = settings.visibility_timeout
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        task_default_queue=names.DEFAULT_QUEUE,
+        task_queues=[Queue(names.DEFAULT_QUEUE, routing_key=names.DEFAULT_QUEUE)],
+        task_create_missing_queues=True,
+        # Acknowledge after the task's transaction committed; the engine is idempotent per step.
+        task_acks_late=True,
+        # A child killed mid-task (OOM, SIGKILL): its message is acknowledged, not requeued,
+        # so a node that kills its process cannot loop at full speed. Nothing is lost: the
+        # journey contact row still says the step is due, and the dispatcher re-publishes it
+        # after the grace period, failing the contact as 'stalled' after a few tries.
+        task_reject_on_worker_lost=False,
+        # One reserved message per child: fair dispatch, and no pile of unacked messages
+        # stranded with a dead child.
+        worker_prefetch_multiplier=1,
+        # After a lost broker connection, late-ack tasks still running would run again;
+        # cancelling them is safe because the step is idempotent and uncommitted work rolls back.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_soft_time_limit=settings.soft_time_limit,
+        task_time_limit=settings.time_limit,
+        # Flower and `celery events` need these.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options,
+        broker_pool_limit=4,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "dispatch-due-steps": {
+                "task": names.DISPATCH_DUE,
+                "schedule": timedelta(seconds=settings.dispatch_interval),
+                # A dispatch that waited longer than its interval is superseded by the next.
+                "options": {"expires": max(settings.dispatch_interval * 5, 10)},
+            },
+        },
+    )
+    return app
