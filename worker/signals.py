@@ -12,7 +12,5 @@ from db.engine import dispose_after_fork
 @worker_process_init.connect
 def _reset_connections_in_child(**_: Any) -> None:
     # Pooled connections inherited from the parent must never be shared across fork.
+    # (redis-py's pool notices the new pid and reconnects by itself.)
     dispose_after_fork()
-    from cache import reset_after_fork
-
-    reset_after_fork()
