@@ -7,6 +7,7 @@ import sys
 import click
 
 from worker.commands import db as db_commands
+from worker.commands import demo as demo_commands
 
 
 class JourneyWorkerCLI(click.Group):
@@ -46,3 +47,4 @@ def main() -> None:
 
 
 main.add_command(db_commands.db)
+main.add_command(demo_commands.demo)

@@ -1,0 +1,50 @@
+"""Counting the statements an engine runs: the claims about queries are counts, not guesses."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+\"?([a-z_]+)\"?", re.IGNORECASE)
+
+
+class StatementCounter:
+    """Counts statements by kind and by the tables they touch, for as long as it is attached."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.total = 0
+        self.by_kind: Counter[str] = Counter()
+        # The statement's own table: the first after FROM, INTO or UPDATE. A join does not count,
+        # so the step's locking read (FROM journey_contacts JOIN tenants) is not a tenant read.
+        self.by_table: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        kind = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "?"
+        match = _TABLE.search(statement)
+        with self._lock:
+            self.total += 1
+            self.by_kind[kind] += 1
+            self.by_table[match.group(1).lower() if match else "?"] += 1
+
+    def _commit(self, conn: Any) -> None:
+        with self._lock:
+            self.by_kind["COMMIT"] += 1
+
+    def __enter__(self) -> StatementCounter:
+        event.listen(self.engine, "before_cursor_execute", self._before)
+        event.listen(self.engine, "commit", self._commit)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._before)
+        event.remove(self.engine, "commit", self._commit)
+
+    def touching(self, *tables: str) -> int:
+        """Statements whose own table is one of these."""
+        return sum(self.by_table[t] for t in tables)
