@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import redis
@@ -25,7 +25,20 @@ def broker_namespace(kind: str) -> Iterator[str]:
     """A broker URL no other test uses: a flushed Redis database, or a fresh RabbitMQ vhost."""
     if kind == "redis":
         require("Redis")
-        db = random.randint(1, 15)
+        # Claim a database number in db 0 so concurrent test runs never share (and flush) one.
+        registry = redis.Redis.from_url(REDIS_URL)
+        token = unique_name("claim")
+        candidates = random.sample(range(1, 16), 15)
+        db = next(
+            (
+                n
+                for n in candidates
+                if registry.set(f"jw:test-broker-db:{n}", token, nx=True, ex=900)
+            ),
+            None,
+        )
+        if db is None:
+            raise RuntimeError("all 15 Redis test databases are claimed by other test runs")
         url = REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
         client = redis.Redis.from_url(url)
         client.flushdb()
@@ -34,6 +47,9 @@ def broker_namespace(kind: str) -> Iterator[str]:
         finally:
             client.flushdb()
             client.close()
+            if registry.get(f"jw:test-broker-db:{db}") == token.encode():
+                registry.delete(f"jw:test-broker-db:{db}")
+            registry.close()
         return
     require("RabbitMQ")
     vhost = unique_name("jw")
@@ -90,10 +106,8 @@ class WorkerProcess:
         """SIGKILL the main process and its children at once, as an OOM killer or a host loss."""
         pids = self.children()
         for pid in [self.proc.pid, *pids]:
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.proc.wait(10)
 
 
