@@ -6,15 +6,26 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tasks import names
 from tasks.errors import BadMessage
 
+# Each task's keyword arguments: (required, optional). docs/schemas/ publishes the same.
+SIGNATURES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    names.ENROLL: (frozenset({"tenant_id", "journey_id", "contact_ids"}), frozenset()),
+    names.EXECUTE_NODE: (
+        frozenset({"tenant_id", "journey_contact_id", "node_id"}),
+        frozenset({"step"}),
+    ),
+    names.JOURNEY_UPDATED: (frozenset({"tenant_id", "journey_id"}), frozenset()),
+    names.JOURNEY_DELETED: (frozenset({"tenant_id", "journey_id"}), frozenset()),
+    names.TENANT_UPDATED: (frozenset({"tenant_id"}), frozenset()),
+    names.DELIVER_MESSAGE: (frozenset({"tenant_id", "message_id"}), frozenset()),
+}
 
-def check_kwargs(
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    required: set[str],
-    optional: frozenset[str] = frozenset(),
-) -> None:
+
+def check_kwargs(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Reject positional, missing and unknown arguments, naming them."""
+    required, optional = SIGNATURES[task_name]
     if args:
         raise BadMessage(f"positional arguments are not accepted, got {len(args)}")
     missing = sorted(required - set(kwargs))

@@ -22,6 +22,18 @@ class TransientHttpError(TransientError):
     pass
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib turns a redirected POST into a GET without the body,
+    so a 301/302/303 (an http:// URL moved to https://, say) would pass for a delivery that never
+    happened. Unfollowed, a 3xx is an HTTPError and fails loudly as a permanent error."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
@@ -38,7 +50,8 @@ def call_json(
     headers: dict[str, str] | None = None,
 ) -> HttpResponse:
     """Send payload as JSON. 2xx returns; 408/429/5xx, timeouts and connection errors raise
-    TransientHttpError (retry); any other status raises PermanentHttpError (never retried)."""
+    TransientHttpError (retry); any other status, redirects included, raises PermanentHttpError
+    (never retried)."""
     data = json.dumps(payload, separators=(",", ":")).encode()
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
@@ -47,7 +60,7 @@ def call_json(
     for name, value in (headers or {}).items():
         request.add_header(name, value)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _opener.open(request, timeout=timeout) as response:
             body = response.read(64 * 1024).decode(errors="replace")
             return HttpResponse(response.status, body)
     except urllib.error.HTTPError as exc:

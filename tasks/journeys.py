@@ -28,7 +28,7 @@ step_log = logging.getLogger("journey_worker.steps")
 
 @shared_task(bind=True, base=JourneyTask, name=names.EXECUTE_NODE)
 def execute_node(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    check_kwargs(args, kwargs, {"tenant_id", "journey_contact_id", "node_id"}, {"step"})
+    check_kwargs(names.EXECUTE_NODE, args, kwargs)
     cmd = StepCommand(
         tenant_id=uuid_arg(kwargs, "tenant_id"),
         journey_contact_id=uuid_arg(kwargs, "journey_contact_id"),
@@ -84,7 +84,7 @@ def execute_node(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]
 @shared_task(bind=True, base=JourneyTask, name=names.ENROLL)
 def enroll(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     settings = engine_settings()
-    check_kwargs(args, kwargs, {"tenant_id", "journey_id", "contact_ids"})
+    check_kwargs(names.ENROLL, args, kwargs)
     tenant_id = uuid_arg(kwargs, "tenant_id")
     journey_id = uuid_arg(kwargs, "journey_id")
     contact_ids = uuid_list_arg(kwargs, "contact_ids", settings.enroll_max_contacts)
@@ -129,7 +129,7 @@ def enroll(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 @shared_task(bind=True, base=JourneyTask, name=names.JOURNEY_UPDATED)
 def journey_updated(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    check_kwargs(args, kwargs, {"tenant_id", "journey_id"})
+    check_kwargs(names.JOURNEY_UPDATED, args, kwargs)
     tenant_id, journey_id = uuid_arg(kwargs, "tenant_id"), uuid_arg(kwargs, "journey_id")
     get_cache().invalidate_journey(str(tenant_id), str(journey_id))
     with transaction() as session:
@@ -157,7 +157,7 @@ def journey_updated(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, A
 
 @shared_task(bind=True, base=JourneyTask, name=names.JOURNEY_DELETED)
 def journey_deleted(self: JourneyTask, *args: Any, **kwargs: Any) -> None:
-    check_kwargs(args, kwargs, {"tenant_id", "journey_id"})
+    check_kwargs(names.JOURNEY_DELETED, args, kwargs)
     tenant_id, journey_id = uuid_arg(kwargs, "tenant_id"), uuid_arg(kwargs, "journey_id")
     get_cache().invalidate_journey(str(tenant_id), str(journey_id))
     log.info("journey deleted tenant_id=%s journey_id=%s", tenant_id, journey_id)
@@ -165,7 +165,7 @@ def journey_deleted(self: JourneyTask, *args: Any, **kwargs: Any) -> None:
 
 @shared_task(bind=True, base=JourneyTask, name=names.TENANT_UPDATED)
 def tenant_updated(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    check_kwargs(args, kwargs, {"tenant_id"})
+    check_kwargs(names.TENANT_UPDATED, args, kwargs)
     tenant_id = uuid_arg(kwargs, "tenant_id")
     get_cache().invalidate_tenant(str(tenant_id))
     resumed = 0
@@ -178,7 +178,7 @@ def tenant_updated(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, An
 
 @shared_task(bind=True, base=JourneyTask, name=names.DELIVER_MESSAGE)
 def deliver_message(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    check_kwargs(args, kwargs, {"tenant_id", "message_id"})
+    check_kwargs(names.DELIVER_MESSAGE, args, kwargs)
     tenant_id, message_id = uuid_arg(kwargs, "tenant_id"), uuid_arg(kwargs, "message_id")
     provider = provider_from_settings(engine_settings())
     with transaction() as session:
