@@ -18,7 +18,7 @@ from tasks.arguments import check_kwargs, optional_step, uuid_arg, uuid_list_arg
 from tasks.base import JourneyTask, publish
 from tasks.delivery import provider_from_settings
 from tasks.engine import Followup, StepCommand, StepRunner, execute_step_kwargs
-from tasks.errors import PermanentError, UnknownEntity
+from tasks.errors import PermanentError, TransientError, UnknownEntity
 from tasks.lookups import JourneyReader
 from tasks.settings import engine_settings
 
@@ -127,11 +127,18 @@ def enroll(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return {"enrolled": len(created), "skipped": skipped}
 
 
+def invalidate_or_retry(done: bool) -> None:
+    """An invalidation Redis did not take is retried: otherwise other workers could serve the
+    old node or tenant until its TTL ends."""
+    if not done:
+        raise TransientError("cache invalidation failed: Redis unreachable")
+
+
 @shared_task(bind=True, base=JourneyTask, name=names.JOURNEY_UPDATED)
 def journey_updated(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     check_kwargs(names.JOURNEY_UPDATED, args, kwargs)
     tenant_id, journey_id = uuid_arg(kwargs, "tenant_id"), uuid_arg(kwargs, "journey_id")
-    get_cache().invalidate_journey(str(tenant_id), str(journey_id))
+    invalidate_or_retry(get_cache().invalidate_journey(str(tenant_id), str(journey_id)))
     with transaction() as session:
         status = queries.journey_status(session, tenant_id, journey_id)
         resumed = exited = 0
@@ -159,7 +166,7 @@ def journey_updated(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, A
 def journey_deleted(self: JourneyTask, *args: Any, **kwargs: Any) -> None:
     check_kwargs(names.JOURNEY_DELETED, args, kwargs)
     tenant_id, journey_id = uuid_arg(kwargs, "tenant_id"), uuid_arg(kwargs, "journey_id")
-    get_cache().invalidate_journey(str(tenant_id), str(journey_id))
+    invalidate_or_retry(get_cache().invalidate_journey(str(tenant_id), str(journey_id)))
     log.info("journey deleted tenant_id=%s journey_id=%s", tenant_id, journey_id)
 
 
@@ -167,7 +174,7 @@ def journey_deleted(self: JourneyTask, *args: Any, **kwargs: Any) -> None:
 def tenant_updated(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     check_kwargs(names.TENANT_UPDATED, args, kwargs)
     tenant_id = uuid_arg(kwargs, "tenant_id")
-    get_cache().invalidate_tenant(str(tenant_id))
+    invalidate_or_retry(get_cache().invalidate_tenant(str(tenant_id)))
     resumed = 0
     with transaction() as session:
         if queries.tenant_status(session, tenant_id) == TenantStatus.ACTIVE:
