@@ -14,7 +14,8 @@ class IndexSpec:
 
     def create_sql(self, *, concurrently: bool) -> str:
         how = "CONCURRENTLY " if concurrently else ""
-        sql = f"CREATE INDEX {how}IF NOT EXISTS {self.name} ON {self.table} ({', '.join(self.columns)})"
+        columns = ", ".join(self.columns)
+        sql = f"CREATE INDEX {how}IF NOT EXISTS {self.name} ON {self.table} ({columns})"
         return f"{sql} WHERE {self.where}" if self.where else sql
 
     def drop_sql(self, *, concurrently: bool) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -79,9 +79,10 @@ class StepRunner:
         self.http = http
 
     def run(self, cmd: StepCommand) -> StepOutcome:
-        state = queries.lock_step_state(self.session, cmd.tenant_id, cmd.journey_contact_id)
-        if state is None:
+        loaded = queries.load_step(self.session, cmd.tenant_id, cmd.journey_contact_id)
+        if loaded is None:
             raise UnknownEntity("journey_contact", cmd.journey_contact_id)
+        state, recent = loaded
         self.state = state
         journey_id = str(state.journey_id)
 
@@ -100,7 +101,7 @@ class StepRunner:
         if state.tenant_status != TenantStatus.ACTIVE:
             return self._hold("tenant_suspended")
         if state.journey_status == JourneyStatus.ARCHIVED:
-            return self._finish(ContactStatus.EXITED, "journey_archived", None)
+            return self._finish(ContactStatus.EXITED, "journey_archived")
         if state.journey_status != JourneyStatus.ACTIVE:
             return self._hold(f"journey_{state.journey_status.lower()}")
         if state.step_seq >= self.settings.max_steps:
@@ -112,7 +113,6 @@ class StepRunner:
         if node is None or node.journey_id != journey_id:
             return self._fail(f"node_not_found: {state.current_node_id}", None)
 
-        recent = queries.recent_executions(self.session, state.tenant_id, state.id)
         if self._loop_detected(recent):
             return self._fail("loop_detected", node)
         pending = next(
@@ -199,75 +199,54 @@ class StepRunner:
             next_node_id=decision.next_node_id, result={"http_status": response.status}
         )
 
+    def _write(self, **changes: Any) -> None:
+        state = self.state
+        fields = {
+            "tenant_id": state.tenant_id,
+            "journey_contact_id": state.id,
+            "contact_id": state.contact_id,
+            "step_seq": state.step_seq,
+            "current_node_id": state.current_node_id,
+            "next_step_seq": state.step_seq,
+        }
+        queries.write_step(self.session, queries.StepWrite(**(fields | changes)))
+
     def _hold(self, reason: str) -> StepOutcome:
         """Keep the contact at this step, sending nothing, until the tenant or journey resumes."""
-        state = self.state
-        queries.advance_journey_contact(
-            self.session,
-            state.id,
-            status=ContactStatus.PAUSED,
-            current_node_id=state.current_node_id,
-            step_seq=state.step_seq,
-            due_at=None,
-            status_reason=reason,
-        )
+        self._write(status=ContactStatus.PAUSED, status_reason=reason)
         return StepOutcome(
-            "held", reason, str(state.journey_id), contact_status=ContactStatus.PAUSED
+            "held", reason, str(self.state.journey_id), contact_status=ContactStatus.PAUSED
         )
 
-    def _finish(
-        self, status: ContactStatus, reason: str | None, node: NodeRecord | None
-    ) -> StepOutcome:
-        state = self.state
-        queries.advance_journey_contact(
-            self.session,
-            state.id,
-            status=status,
-            current_node_id=state.current_node_id,
-            step_seq=state.step_seq + (1 if node else 0),
-            due_at=None,
-            status_reason=reason,
-            completed=True,
-        )
-        return StepOutcome(
-            "finished",
-            reason or "",
-            str(state.journey_id),
-            node and node.type,
-            contact_status=status,
-        )
+    def _finish(self, status: ContactStatus, reason: str) -> StepOutcome:
+        self._write(status=status, status_reason=reason, completed=True)
+        return StepOutcome("finished", reason, str(self.state.journey_id), contact_status=status)
 
     def _fail(
         self, reason: str, node: NodeRecord | None, pending: uuid.UUID | None = None
     ) -> StepOutcome:
         """FAILED with the reason; the step's execution row says FAILED too when there is a node."""
-        state = self.state
+        execution = None
         if node is not None:
-            queries.record_execution(
-                self.session,
-                existing_id=pending,
-                tenant_id=state.tenant_id,
-                journey_contact_id=state.id,
-                node_id=state.current_node_id,
-                step_seq=state.step_seq,
+            execution = queries.ExecutionWrite(
+                id=pending or uuid.uuid4(),
+                existing=pending is not None,
+                node_id=self.state.current_node_id,
                 status=ExecutionStatus.FAILED,
                 error=reason,
                 result={},
             )
-        queries.advance_journey_contact(
-            self.session,
-            state.id,
+        self._write(
             status=ContactStatus.FAILED,
-            current_node_id=state.current_node_id,
-            step_seq=state.step_seq + (1 if node else 0),
-            due_at=None,
             status_reason=reason,
             completed=True,
+            next_step_seq=self.state.step_seq + (1 if node else 0),
+            execution=execution,
         )
         return StepOutcome(
             "failed",
             reason,
-            str(state.journey_id),
+            str(self.state.journey_id),
             node.type if node else None,
             ExecutionStatus.FAILED if node else None,
             ContactStatus.FAILED,
@@ -277,87 +256,60 @@ class StepRunner:
         self, decision: NodeDecision, node: NodeRecord, pending: uuid.UUID | None
     ) -> StepOutcome:
         state = self.state
-        session = self.session
-        execution_id = queries.record_execution(
-            session,
-            existing_id=pending,
-            tenant_id=state.tenant_id,
-            journey_contact_id=state.id,
+        execution = queries.ExecutionWrite(
+            id=pending or uuid.uuid4(),
+            existing=pending is not None,
             node_id=state.current_node_id,
-            step_seq=state.step_seq,
             status=decision.execution_status,
             error=None,
             result=decision.result,
         )
         outcome = StepOutcome(
-            "executed",
-            "",
-            str(state.journey_id),
-            node.type,
-            decision.execution_status,
+            "executed", "", str(state.journey_id), node.type, decision.execution_status
         )
-        if decision.sms_body is not None:
-            message_id = queries.insert_outbound_message(
-                session,
-                tenant_id=state.tenant_id,
-                contact_id=state.contact_id,
-                execution_id=execution_id,
-                body=decision.sms_body,
-            )
+        message_id = uuid.uuid4() if decision.sms_body is not None else None
+        if message_id is not None:
             outcome.followups.append(
                 Followup(
                     names.DELIVER_MESSAGE,
                     {"tenant_id": str(state.tenant_id), "message_id": str(message_id)},
                 )
             )
-        if decision.attribute_updates:
-            queries.merge_contact_attributes(
-                session, state.tenant_id, state.contact_id, decision.attribute_updates
-            )
-
         next_step = state.step_seq + 1
         next_node = uuid.UUID(decision.next_node_id) if decision.next_node_id else None
+        changes: dict[str, Any] = {}
         if decision.terminal_status is not None or next_node is None:
             status = decision.terminal_status or ContactStatus.COMPLETED
-            queries.advance_journey_contact(
-                session,
-                state.id,
-                status=status,
-                current_node_id=None,
-                step_seq=next_step,
-                due_at=None,
-                status_reason=decision.terminal_reason,
-                completed=True,
-            )
-            outcome.contact_status = status
+            changes = {
+                "current_node_id": None,
+                "status_reason": decision.terminal_reason,
+                "completed": True,
+            }
         elif decision.wake_at is not None:
-            queries.advance_journey_contact(
-                session,
-                state.id,
-                status=ContactStatus.WAITING,
-                current_node_id=next_node,
-                step_seq=next_step,
-                due_at=decision.wake_at,
-            )
-            outcome.contact_status = ContactStatus.WAITING
+            status = ContactStatus.WAITING
+            changes = {"current_node_id": next_node, "due_at": decision.wake_at}
         else:
-            queries.advance_journey_contact(
-                session,
-                state.id,
-                status=ContactStatus.ACTIVE,
-                current_node_id=next_node,
-                step_seq=next_step,
-                due_at=queries.seconds_from_now(self.settings.redispatch_grace_seconds),
-            )
-            outcome.contact_status = ContactStatus.ACTIVE
+            status = ContactStatus.ACTIVE
+            # Due again after the grace period: if the message published below is lost, the
+            # dispatcher publishes this step again.
+            changes = {
+                "current_node_id": next_node,
+                "due_in_seconds": self.settings.redispatch_grace_seconds,
+            }
             outcome.followups.append(
                 Followup(
                     names.EXECUTE_NODE,
                     execute_step_kwargs(state.tenant_id, state.id, next_node, next_step),
                 )
             )
+        self._write(
+            status=status,
+            next_step_seq=next_step,
+            execution=execution,
+            message_id=message_id,
+            message_body=decision.sms_body,
+            attribute_updates=decision.attribute_updates,
+            **changes,
+        )
+        outcome.contact_status = status
         return outcome
-
-
-def wake_time_text(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None

@@ -149,18 +149,18 @@ def test_database_failing_after_the_send_was_recorded_leaves_nothing_then_retry_
     pg_engine, journey, monkeypatch
 ) -> None:
     jc = make_journey_contact(pg_engine, journey, journey.contacts[0])
-    real_advance = queries.advance_journey_contact
+    real_write = queries.write_step
     calls = {"n": 0}
 
-    def failing_advance(session, *args, **kwargs):
+    def write_then_lose_the_database(session, write):
+        real_write(session, write)
         calls["n"] += 1
         if calls["n"] == 1:
-            # The message row is written; now the server drops this very connection.
+            # The message row is written in this transaction; now the server drops the connection.
             assert session.execute(select(func.count()).select_from(Message)).scalar() == 1
             session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
-        return real_advance(session, *args, **kwargs)
 
-    monkeypatch.setattr(queries, "advance_journey_contact", failing_advance)
+    monkeypatch.setattr(queries, "write_step", write_then_lose_the_database)
     with pytest.raises(OperationalError):
         run_step(journey.tenant_id, jc, entry(journey), 0)
     assert row_counts(pg_engine, jc) | {"due_at": None} == row_counts(pg_engine, jc) | {

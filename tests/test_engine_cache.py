@@ -99,12 +99,13 @@ def test_steady_state_reads_nodes_and_tenants_from_redis_once_per_execution(
     stats = real_cache.stats()
     assert stats["node"]["misses"] == 1 and stats["node"]["hits"] == executions - 1
     assert real_cache.hit_ratio("tenant") == pytest.approx((executions - 1) / executions)
-    # Per step: the locking read, recent executions, the execution row, the next state; plus
-    # the message on a send and the attribute merge on an update. Nothing else.
-    assert counter.by_table["journey_contacts"] == 2 * executions
-    assert counter.by_table["journey_node_executions"] == 2 * executions
-    assert counter.by_table["messages"] == 200 and counter.by_table["contacts"] == 100
-    assert counter.total == 4 * executions + 200 + 100 + node_and_tenant_reads
+    # Per step on PostgreSQL: ONE locking read (state, tenant and journey status, contact and
+    # recent executions through a LATERAL join) and ONE write (execution, message, attribute
+    # merge and next state through data-modifying CTEs), then the commit: 3 round trips.
+    assert counter.by_kind["SELECT"] == executions + node_and_tenant_reads
+    assert counter.by_kind["WITH"] == executions
+    assert counter.by_kind["COMMIT"] == executions
+    assert counter.total == 2 * executions + node_and_tenant_reads
 
 
 def test_journey_updated_event_makes_waiting_contacts_continue_on_the_new_config(

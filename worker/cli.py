@@ -8,6 +8,8 @@ import click
 
 from worker.commands import db as db_commands
 from worker.commands import demo as demo_commands
+from worker.commands import listen as listen_commands
+from worker.commands import ops as ops_commands
 
 
 class JourneyWorkerCLI(click.Group):
@@ -48,3 +50,10 @@ def main() -> None:
 
 main.add_command(db_commands.db)
 main.add_command(demo_commands.demo)
+main.add_command(listen_commands.listen)
+main.add_command(ops_commands.health)
+main.add_command(ops_commands.report)
+
+
+if __name__ == "__main__":
+    main()
