@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Row, case, func, insert, literal, or_, select, text, update
+from sqlalchemy import DateTime, Row, case, delete, func, insert, literal, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -709,3 +709,26 @@ def fail_queued_message(
         )
         .values(status=MessageStatus.FAILED.value, error=reason, updated_at=db_now())
     )
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+def purge_executions_batch(session: Session, *, older_than_days: int, batch_size: int) -> int:
+    """Delete one batch of executions older than the cutoff, oldest first.
+
+    Small batches in their own transactions, rows taken with SKIP LOCKED through the
+    executed_at index: the hot path never waits on the purge, and the purge never scans.
+    """
+    victims = (
+        select(JNE.id)
+        .where(
+            JNE.executed_at.is_not(None),
+            JNE.executed_at < seconds_from_now(-older_than_days * 86400),
+        )
+        .order_by(JNE.executed_at.desc())
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    result = session.execute(delete(JNE).where(JNE.id.in_(victims.scalar_subquery())))
+    return result.rowcount or 0

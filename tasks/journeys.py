@@ -283,3 +283,24 @@ def dispatch_due(self: JourneyTask) -> dict[str, int]:
     if any(counts.values()):
         log.info("dispatched %s", counts)
     return counts
+
+
+@shared_task(bind=True, base=JourneyTask, name=names.PURGE_EXECUTIONS)
+def purge_executions(self: JourneyTask, max_batches: int = 200) -> dict[str, int]:
+    """Retention: the execution log grows by millions of rows a day; old rows go in batches."""
+    settings = engine_settings()
+    if settings.purge_after_days <= 0:
+        return {"deleted": 0}
+    deleted = 0
+    for _ in range(max_batches):
+        with transaction() as session:
+            batch = queries.purge_executions_batch(
+                session,
+                older_than_days=settings.purge_after_days,
+                batch_size=settings.purge_batch_size,
+            )
+        deleted += batch
+        if batch < settings.purge_batch_size:
+            break
+    log.info("purged %d executions older than %d days", deleted, settings.purge_after_days)
+    return {"deleted": deleted}

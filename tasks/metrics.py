@@ -1,27 +1,93 @@
 """Prometheus metrics of the worker. Under prefork, prometheus-client's multiprocess mode
-(PROMETHEUS_MULTIPROC_DIR) aggregates the children; the worker command sets it up."""
+(PROMETHEUS_MULTIPROC_DIR) aggregates the children; the worker command sets it up.
+
+The metrics are created on first use, not at import. prometheus-client decides between
+in-process and multiprocess values when a metric is constructed, and the `celery` command
+imports prometheus-client (through Flower's plugin) long before our code runs; creating the
+metrics lazily lets the worker switch multiprocess mode on (worker/metrics_server.py) after the
+tasks are imported and before the pool forks. `metrics.STEPS` etc. work as before.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import threading
+from typing import TYPE_CHECKING, Any
 
-STEPS = Counter(
-    "journey_worker_steps_total",
-    "Node executions by node type and outcome.",
-    ["node_type", "outcome", "status"],
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Histogram
+
+    STEPS: Counter
+    STEP_SECONDS: Histogram
+    LOOP_DETECTIONS: Counter
+    RETRIES: Counter
+    FAILURES: Counter
+    DISPATCHED: Counter
+    MESSAGES: Counter
+
+NAMES = (
+    "STEPS",
+    "STEP_SECONDS",
+    "LOOP_DETECTIONS",
+    "RETRIES",
+    "FAILURES",
+    "DISPATCHED",
+    "MESSAGES",
 )
-STEP_SECONDS = Histogram(
-    "journey_worker_step_seconds",
-    "Time to execute one node, transaction included.",
-    ["node_type"],
-    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-LOOP_DETECTIONS = Counter("journey_worker_loop_detections_total", "Contacts failed as loops.")
-RETRIES = Counter("journey_worker_task_retries_total", "Task retries by task name.", ["task"])
-FAILURES = Counter(
-    "journey_worker_task_failures_total", "Tasks that failed for good, by task name.", ["task"]
-)
-DISPATCHED = Counter(
-    "journey_worker_dispatched_total", "Steps published by the due-step dispatcher.", ["kind"]
-)
-MESSAGES = Counter("journey_worker_messages_total", "SMS deliveries by result.", ["status"])
+
+_lock = threading.Lock()
+_metrics: dict[str, Any] | None = None
+
+
+def _create() -> dict[str, Any]:
+    from prometheus_client import Counter, Histogram
+
+    return {
+        "STEPS": Counter(
+            "journey_worker_steps_total",
+            "Node executions by node type and outcome.",
+            ["node_type", "outcome", "status"],
+        ),
+        "STEP_SECONDS": Histogram(
+            "journey_worker_step_seconds",
+            "Time to execute one node, transaction included.",
+            ["node_type"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        ),
+        "LOOP_DETECTIONS": Counter(
+            "journey_worker_loop_detections_total", "Contacts failed as loops."
+        ),
+        "RETRIES": Counter(
+            "journey_worker_task_retries_total", "Task retries by task name.", ["task"]
+        ),
+        "FAILURES": Counter(
+            "journey_worker_task_failures_total",
+            "Tasks that failed for good, by task name.",
+            ["task"],
+        ),
+        "DISPATCHED": Counter(
+            "journey_worker_dispatched_total",
+            "Steps published by the due-step dispatcher.",
+            ["kind"],
+        ),
+        "MESSAGES": Counter(
+            "journey_worker_messages_total", "SMS deliveries by result.", ["status"]
+        ),
+    }
+
+
+def created() -> bool:
+    """Whether this process has constructed its metrics (and so fixed their value class)."""
+    return _metrics is not None
+
+
+def __getattr__(name: str) -> Any:
+    global _metrics
+    if name not in NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    metrics = _metrics
+    if metrics is None:
+        with _lock:
+            if _metrics is None:
+                _metrics = _create()
+            metrics = _metrics
+    return metrics[name]

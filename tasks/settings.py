@@ -25,6 +25,9 @@ class EngineSettings:
     enroll_max_contacts: int = 1000
     max_retries: int = 6
     retry_backoff_max: int = 300
+    # Executions older than this are deleted by the daily purge; 0 keeps them for ever.
+    purge_after_days: int = 90
+    purge_batch_size: int = 5000
     sms_provider: str = "log"
     sms_provider_url: str | None = None
     sms_provider_timeout: float = 5.0
@@ -55,6 +58,8 @@ class EngineSettings:
             enroll_max_contacts=whole("ENROLL_MAX_CONTACTS", 1000, 1),
             max_retries=whole("TASK_MAX_RETRIES", 6),
             retry_backoff_max=whole("TASK_RETRY_BACKOFF_MAX_SECONDS", 300, 1),
+            purge_after_days=whole("PURGE_EXECUTIONS_AFTER_DAYS", 90),
+            purge_batch_size=whole("PURGE_BATCH_SIZE", 5000, 1),
             sms_provider=provider,
             sms_provider_url=provider_url,
             sms_provider_timeout=env_number(

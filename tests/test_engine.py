@@ -557,3 +557,29 @@ def test_each_redispatch_is_counted_and_rearmed(pg_engine, journey) -> None:
             text("SELECT due_at > now() FROM journey_contacts WHERE id = :id"), {"id": jc}
         ).scalar()
     assert in_future  # re-armed: not claimed again until another grace period passes
+
+
+def test_purge_removes_only_old_executions_in_batches(pg_engine, journey) -> None:
+    from tasks.journeys import purge_executions
+    from tasks.settings import use_engine_settings
+
+    jcs = [make_journey_contact(pg_engine, journey, c) for c in journey.contacts]
+    for jc in jcs:
+        walk(journey.tenant_id, jc, entry(journey))
+    with pg_engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE journey_node_executions SET executed_at = now() - interval '100 days' WHERE journey_contact_id = ANY(:ids)"
+            ),
+            {"ids": jcs[:2]},
+        )
+    use_engine_settings(EngineSettings(purge_after_days=90, purge_batch_size=3))
+    try:
+        assert purge_executions.run() == {"deleted": 8}
+    finally:
+        use_engine_settings(None)
+    with pg_engine.connect() as conn:
+        left = conn.execute(select(JourneyNodeExecution.journey_contact_id)).scalars().all()
+        messages = conn.execute(select(func.count()).select_from(Message)).scalar()
+    assert sorted(set(left)) == [jcs[2]] and len(left) == 4
+    assert messages == 6  # messages outlive their executions (the reference is set to NULL)
