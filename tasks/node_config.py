@@ -14,7 +14,8 @@ from tasks.errors import InvalidNodeConfig
 
 MAX_SMS_BODY = 1600
 MAX_WAIT_SECONDS = 5 * 366 * 24 * 3600
-MAX_WEBHOOK_TIMEOUT = 30
+# Below the task soft time limit (30 s), so a slow webhook fails as a timeout, not a kill.
+MAX_WEBHOOK_TIMEOUT = 20
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 CONDITION_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "exists")
 WEBHOOK_METHODS = ("POST", "PUT", "PATCH")

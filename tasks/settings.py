@@ -23,7 +23,7 @@ class EngineSettings:
     dispatch_batch_size: int = 500
     dispatch_max_batches: int = 20
     enroll_max_contacts: int = 1000
-    max_retries: int = 6
+    max_retries: int = 10
     retry_backoff_max: int = 300
     # Executions older than this are deleted by the daily purge; 0 keeps them for ever.
     purge_after_days: int = 90
@@ -56,7 +56,7 @@ class EngineSettings:
             dispatch_batch_size=whole("DISPATCH_BATCH_SIZE", 500, 1),
             dispatch_max_batches=whole("DISPATCH_MAX_BATCHES", 20, 1),
             enroll_max_contacts=whole("ENROLL_MAX_CONTACTS", 1000, 1),
-            max_retries=whole("TASK_MAX_RETRIES", 6),
+            max_retries=whole("TASK_MAX_RETRIES", 10),
             retry_backoff_max=whole("TASK_RETRY_BACKOFF_MAX_SECONDS", 300, 1),
             purge_after_days=whole("PURGE_EXECUTIONS_AFTER_DAYS", 90),
             purge_batch_size=whole("PURGE_BATCH_SIZE", 5000, 1),
