@@ -173,6 +173,13 @@ class JourneyContact(Record):
             sqlite_where=text("status IN ('ACTIVE', 'WAITING')"),
         ),
         Index("ix_journey_contacts_contact_id", "contact_id"),
+        # Upstream-created rows carry no due_at; the dispatcher sweeps the stale ones.
+        Index(
+            "ix_journey_contacts_undated",
+            "created_at",
+            postgresql_where=text("status = 'ACTIVE' AND due_at IS NULL"),
+            sqlite_where=text("status = 'ACTIVE' AND due_at IS NULL"),
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = tenant_fk()
@@ -232,6 +239,7 @@ class Conversation(Record):
     __tablename__ = "conversations"
     __table_args__ = (
         Index("uq_conversations_tenant_contact", "tenant_id", "contact_id", unique=True),
+        Index("ix_conversations_contact_id", "contact_id"),
     )
 
     tenant_id: Mapped[uuid.UUID] = tenant_fk()
@@ -247,6 +255,7 @@ class Message(Record):
         CheckConstraint(check_in("status", MessageStatus), name="ck_messages_status"),
         # One message per send execution: a re-run step can never text twice.
         Index("uq_messages_execution", "journey_node_execution_id", unique=True),
+        Index("ix_messages_contact_id", "contact_id"),
         # The dispatcher re-enqueues deliveries whose task was lost.
         Index(
             "ix_messages_queued",
@@ -279,6 +288,7 @@ class Message(Record):
 
 class CallLog(Record):
     __tablename__ = "call_logs"
+    __table_args__ = (Index("ix_call_logs_contact_id", "contact_id"),)
 
     tenant_id: Mapped[uuid.UUID] = tenant_fk()
     contact_id: Mapped[uuid.UUID] = mapped_column(

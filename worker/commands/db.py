@@ -49,13 +49,19 @@ class _EchoHandler(logging.Handler):
         click.echo(self.format(record), err=True)
 
 
+def _progress_only(record: logging.LogRecord) -> bool:
+    # Alembic's "Running upgrade 0001 -> 0002, ..." lines, and our warnings; not its chatter.
+    return record.levelno >= logging.WARNING or record.getMessage().startswith("Running ")
+
+
 def _show_progress() -> None:
-    # Alembic reports each revision it runs at INFO; an operator wants to see them.
     for name in ("alembic.runtime.migration", "db.migrate"):
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
         if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
-            logger.addHandler(_EchoHandler())
+            handler = _EchoHandler()
+            handler.addFilter(_progress_only)
+            logger.addHandler(handler)
 
 
 @click.group()
