@@ -266,6 +266,40 @@ class JourneyCache:
         what = f"tenant {tenant_id}"
         return self._invalidate("invalidate_tenant", "tenant", keys, what, self.settings.tenant_ttl)
 
+    def invalidate_all(self) -> bool:
+        """Drop every cached node and tenant and every token under this prefix.
+
+        For when invalidations may have been missed (the NOTIFY listener reconnecting). Deleting
+        the tokens too is what makes it safe against in-flight readers: a fill must present a
+        token that still exists, so a fill prepared before this call is refused, and a read
+        after it mints a new token. Costs a SCAN of the keyspace: for rare use only.
+        """
+
+        def sweep() -> int:
+            removed = 0
+            batch: list[bytes] = []
+            for key in self.redis.scan_iter(match=f"{self.settings.key_prefix}:{{t:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    removed += self.redis.unlink(*batch)
+                    batch = []
+            if batch:
+                removed += self.redis.unlink(*batch)
+            return removed
+
+        removed = self._call("invalidate_all", STAT_GROUPS, sweep, bypass_circuit=True)
+        if removed is None:
+            logger.warning(
+                "Redis cache could not invalidate everything; entries may live until their TTL"
+            )
+            return False
+        logger.info(
+            "Redis cache: invalidated everything under %s (%d keys)",
+            self.settings.key_prefix,
+            removed,
+        )
+        return True
+
     def _invalidate(self, operation: str, group: str, keys: list[str], what: str, ttl: int) -> bool:
         args: list[str | int] = [_new_token(), self.settings.token_ttl, STATS_TTL_SECONDS, group]
         script = self._scripts.invalidate

@@ -62,7 +62,9 @@ class seconds_from_now(FunctionElement[datetime]):
 
 @compiles(seconds_from_now, "postgresql")
 def _seconds_from_now_pg(element: seconds_from_now, compiler: Any, **kw: Any) -> str:
-    return f"(now() + make_interval(secs => {element.seconds!r}))"
+    # clock_timestamp(), not now(): a deadline counts from this moment, not from when a long
+    # transaction began.
+    return f"(clock_timestamp() + make_interval(secs => {element.seconds!r}))"
 
 
 @compiles(seconds_from_now)

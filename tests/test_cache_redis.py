@@ -447,3 +447,30 @@ def test_a_connection_the_server_dropped_is_replaced_silently(
     assert jc.read(T1, J1, "n1").node == node("n1")
     assert jc.stats()["node"]["errors"] == 0
     assert not jc.circuit_open
+
+
+def test_invalidate_all_drops_values_and_refuses_fills_prepared_before_it(
+    redis_url: str, cache_prefix: str
+) -> None:
+    from cache import CacheSettings, build_cache
+
+    cache = build_cache(CacheSettings(url=redis_url, key_prefix=cache_prefix))
+    tenant, journey, node = (str(uuid.uuid4()) for _ in range(3))
+    try:
+        first = cache.read(tenant, journey, node)
+        assert cache.fill_nodes(tenant, journey, {node: {"v": 1}}, first.journey_token)
+        assert cache.fill_tenant(tenant, {"status": "ACTIVE"}, first.tenant_token)
+        in_flight = cache.read(tenant, str(uuid.uuid4()), node)
+        assert cache.read(tenant, journey, node).node == {"v": 1}
+        assert cache.invalidate_all() is True
+        after = cache.read(tenant, journey, node)
+        assert after.node is None and after.tenant is None
+        # A fill prepared from a read before invalidate_all must not land.
+        assert cache.fill_nodes(tenant, journey, {node: {"v": 0}}, first.journey_token) is False
+        assert cache.fill_tenant(tenant, {"status": "OLD"}, in_flight.tenant_token) is False
+        assert cache.fill_nodes(tenant, journey, {node: {"v": 2}}, after.journey_token) is True
+        assert cache.read(tenant, journey, node).node == {"v": 2}
+    finally:
+        keys = list(cache.redis.scan_iter(match=f"{cache_prefix}*"))
+        if keys:
+            cache.redis.delete(*keys)
