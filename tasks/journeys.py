@@ -285,8 +285,15 @@ def dispatch_due(self: JourneyTask) -> dict[str, int]:
     return counts
 
 
-@shared_task(bind=True, base=JourneyTask, name=names.PURGE_EXECUTIONS)
-def purge_executions(self: JourneyTask, max_batches: int = 200) -> dict[str, int]:
+@shared_task(
+    bind=True,
+    base=JourneyTask,
+    name=names.PURGE_EXECUTIONS,
+    # Many short transactions, far longer in all than a node: its own limits.
+    soft_time_limit=600,
+    time_limit=660,
+)
+def purge_executions(self: JourneyTask, max_batches: int = 100) -> dict[str, int]:
     """Retention: the execution log grows by millions of rows a day; old rows go in batches."""
     settings = engine_settings()
     if settings.purge_after_days <= 0:

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import timedelta
 
 from celery import Celery
 from kombu import Queue
 
+from db.settings import env_number
 from tasks import names
+from worker import logging_config
 from worker.settings import WorkerSettings, embedded_broker_options
+
+
+def worker_concurrency(environ: Mapping[str, str] | None = None) -> int | None:
+    """WORKER_CONCURRENCY: prefork children per worker, or None for Celery's default (the CPU
+    count). The command line's -c/--concurrency still wins. ConfigError names the variable."""
+    env = os.environ if environ is None else environ
+    return int(env_number(env, "WORKER_CONCURRENCY", 0, minimum=1, integer=True)) or None
 
 
 def create_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings.from_env()
+    concurrency = worker_concurrency()
+    logging_config.log_format()  # a bad LOG_FORMAT fails here, like every other setting
     app = Celery("journey_worker", broker=settings.broker_url, include=["tasks.journeys"])
     transport_options: dict[str, object] = {}
     if settings.embedded_broker:
@@ -50,7 +63,11 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
-        broker_pool_limit=4,
+        # Celery's default. At 4, Flower hangs for good: each of its concurrent inspect
+        # threads holds one pooled connection while it acquires a second for its producer,
+        # so four of them exhaust the pool (events stop too). Connections open lazily, so
+        # a prefork child still uses one or two.
+        broker_pool_limit=10,
         worker_hijack_root_logger=False,
         beat_schedule={
             "dispatch-due-steps": {
@@ -59,6 +76,15 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
                 # A dispatch that waited longer than its interval is superseded by the next.
                 "options": {"expires": max(settings.dispatch_interval * 5, 10)},
             },
+            # Retention: hourly, so each run deletes a bounded slice of a day's growth.
+            "purge-old-executions": {
+                "task": names.PURGE_EXECUTIONS,
+                "schedule": timedelta(hours=1),
+                "options": {"expires": 1800},
+            },
         },
     )
+    if concurrency is not None:
+        # Each child holds its own database pool: worker/budget.py checks the total at start.
+        app.conf.worker_concurrency = concurrency
     return app

@@ -30,7 +30,6 @@ class WorkerSettings:
     time_limit: int = 60
     visibility_timeout: int = 3600
     dispatch_interval: float = 2.0
-    purge_after_days: int = 90
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -58,7 +57,6 @@ class WorkerSettings:
             dispatch_interval=env_number(
                 env, "DISPATCH_INTERVAL_SECONDS", 2.0, minimum=0.1, integer=False
             ),
-            purge_after_days=int(env_number(env, "PURGE_EXECUTIONS_AFTER_DAYS", 90, integer=True)),
         )
 
 

@@ -1,12 +1,23 @@
-"""Process lifecycle: what each forked child must do before its first task."""
+"""Process lifecycle: what each forked child must do before its first task, and what the
+worker's parent checks and starts before it forks them."""
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    celeryd_after_setup,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 from db.engine import dispose_after_fork
+from worker import budget, logging_config, metrics_server
 
 
 @worker_process_init.connect
@@ -14,3 +25,50 @@ def _reset_connections_in_child(**_: Any) -> None:
     # Pooled connections inherited from the parent must never be shared across fork.
     # (redis-py's pool notices the new pid and reconnects by itself.)
     dispose_after_fork()
+
+
+@after_setup_logger.connect
+def _format_logs(logger: logging.Logger, **_: Any) -> None:
+    # Celery configured the handlers (level, --logfile); LOG_FORMAT=json swaps the formatter.
+    logging_config.apply(logger)
+
+
+@after_setup_task_logger.connect
+def _format_task_logs(logger: logging.Logger, **_: Any) -> None:
+    logging_config.apply(logger)
+
+
+def _is_prefork(pool_cls: Any) -> bool:
+    from celery.concurrency.prefork import TaskPool
+
+    return isinstance(pool_cls, type) and issubclass(pool_cls, TaskPool)
+
+
+@celeryd_after_setup.connect
+def _before_the_pool_forks(instance: Any, **_: Any) -> None:
+    # The worker's parent, `celery worker` only (not beat, not Flower): logging is set up and
+    # the concurrency resolved (-c, WORKER_CONCURRENCY or 'auto'), and neither has the pool
+    # forked nor has a message been consumed. SystemExit here ends the worker with its code.
+    concurrency = int(instance.concurrency)
+    if getattr(instance, "autoscale", None):
+        # --autoscale=max,min: the budget must hold at the maximum.
+        concurrency = max(concurrency, int(instance.max_concurrency))
+    budget.enforce(concurrency, _is_prefork(instance.pool_cls), os.environ)
+    try:
+        settings = metrics_server.MetricsSettings.from_env()
+    except ValueError as exc:
+        logging.getLogger("journey_worker.metrics").critical(
+            "journey-worker: refusing to start: %s", exc
+        )
+        raise SystemExit(2) from None
+    metrics_server.start(settings)
+
+
+@worker_process_shutdown.connect
+def _mark_child_dead(pid: int | None = None, **_: Any) -> None:
+    metrics_server.mark_process_dead(pid or os.getpid())
+
+
+@worker_shutdown.connect
+def _stop_metrics(**_: Any) -> None:
+    metrics_server.stop()
