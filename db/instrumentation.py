@@ -5,11 +5,16 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Engine, event
 
 _TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+\"?([a-z_]+)\"?", re.IGNORECASE)
+
+
+# What the current thread is doing (a task name, say), so counts can be told apart by it.
+statement_scope: ContextVar[str] = ContextVar("statement_scope", default="other")
 
 
 class StatementCounter:
@@ -22,6 +27,8 @@ class StatementCounter:
         # The statement's own table: the first after FROM, INTO or UPDATE. A join does not count,
         # so the step's locking read (FROM journey_contacts JOIN tenants) is not a tenant read.
         self.by_table: Counter[str] = Counter()
+        self.by_scope: Counter[str] = Counter()
+        self.commits_by_scope: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -31,10 +38,12 @@ class StatementCounter:
             self.total += 1
             self.by_kind[kind] += 1
             self.by_table[match.group(1).lower() if match else "?"] += 1
+            self.by_scope[statement_scope.get()] += 1
 
     def _commit(self, conn: Any) -> None:
         with self._lock:
             self.by_kind["COMMIT"] += 1
+            self.commits_by_scope[statement_scope.get()] += 1
 
     def __enter__(self) -> StatementCounter:
         event.listen(self.engine, "before_cursor_execute", self._before)

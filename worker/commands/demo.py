@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from cache import get_cache
 from db import engine as db_engine
-from db.instrumentation import StatementCounter
+from db.instrumentation import StatementCounter, statement_scope
 from db.migrate import upgrade
 from db.models import (
     Contact,
@@ -123,9 +123,22 @@ def progress(engine: Engine, demo: DemoJourney) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
+def _scope_statements_by_task(sender: Any = None, **_: Any) -> None:
+    statement_scope.set(sender.name if sender is not None else "other")
+
+
+def _end_scope(**_: Any) -> None:
+    statement_scope.set("other")
+
+
 @contextmanager
 def in_process_worker(app: Any, sqlite: bool) -> Iterator[None]:
     from celery.contrib.testing.worker import start_worker
+    from celery.signals import task_postrun, task_prerun
+
+    # Attribute every statement to the task that ran it, for the per-node figures.
+    task_prerun.connect(_scope_statements_by_task, weak=False)
+    task_postrun.connect(_end_scope, weak=False)
 
     # SQLite takes one writer at a time: one worker thread. Elsewhere, a few threads.
     pool, concurrency = ("solo", 1) if sqlite else ("threads", 4)
@@ -242,6 +255,8 @@ def _summary(
             ).all()
         )
     statuses = progress(engine, demo)
+    step_statements = counter.by_scope[names.EXECUTE_NODE]
+    step_commits = counter.commits_by_scope[names.EXECUTE_NODE]
     node_reads = counter.touching("journey_nodes")
     tenant_reads = counter.touching("tenants")
 
@@ -257,9 +272,10 @@ def _summary(
         f"  messages            {sum(messages.values())} "
         + " ".join(f"{k.lower()}={v}" for k, v in sorted(messages.items())),
         f"  node executions     {executions} in {elapsed:.1f}s = {executions / elapsed:.0f}/s",
-        f"  statements          {counter.total} all tasks; "
-        f"{counter.total / max(executions, 1):.1f} per node execution (deliveries and dispatch included)",
-        f"  node/tenant reads   {node_reads} / {tenant_reads} statements for {executions} executions",
+        f"  statements          {step_statements / max(executions, 1):.2f} per node execution "
+        f"+ {step_commits / max(executions, 1):.2f} commits; {counter.total} in all tasks",
+        f"  node/tenant reads   {node_reads} / {tenant_reads} statements "
+        f"for {executions} executions",
         f"  cache hit ratio     node {ratio('node')}, tenant {ratio('tenant')} "
         f"(hits {stats['node']['hits']}+{stats['tenant']['hits']}, "
         f"misses {stats['node']['misses']}+{stats['tenant']['misses']})",
