@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from worker.commands import bench as bench_commands
 from worker.commands import db as db_commands
 from worker.commands import demo as demo_commands
 from worker.commands import listen as listen_commands
@@ -50,6 +51,7 @@ def main() -> None:
 
 main.add_command(db_commands.db)
 main.add_command(demo_commands.demo)
+main.add_command(bench_commands.bench)
 main.add_command(listen_commands.listen)
 main.add_command(ops_commands.health)
 main.add_command(ops_commands.report)

@@ -1,0 +1,188 @@
+"""Enqueue-to-commit timestamps for every bench task, whatever the mode.
+
+The publisher stamps each message's headers with the wall-clock time it was published and the
+bench run it belongs to (followups inherit the run of the task that publishes them). In the
+worker child, the last SQLAlchemy commit of the task (or the ceiling task's mark) is its commit
+time; after the task returns, one tab-separated line per task is appended to a file of that
+process under BENCH_SAMPLES_DIR:
+
+    run  task  enqueued_at  started_at  committed_at  finished_at
+
+Installed by bench.celery_app only when BENCH_SAMPLES_DIR is set; costs one small write per task.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celery.signals import before_task_publish, task_postrun, task_prerun, worker_process_shutdown
+from sqlalchemy import Engine, event
+
+SAMPLES_ENV = "BENCH_SAMPLES_DIR"
+# Optional: cProfile every task in the worker children, one pstats file per child and task name.
+PROFILE_ENV = "BENCH_WORKER_PROFILE_DIR"
+HEADER_RUN = "bench_run"
+HEADER_ENQUEUED = "bench_enqueued_at"
+
+_local = threading.local()
+_installed = False
+_install_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Sample:
+    run: str
+    task: str
+    enqueued_at: float
+    started_at: float
+    committed_at: float
+    finished_at: float
+
+    @property
+    def latency(self) -> float:
+        """Enqueue to commit."""
+        return self.committed_at - self.enqueued_at
+
+    @property
+    def service(self) -> float:
+        """The task's own time in the worker child: from task_prerun to task_postrun."""
+        return self.finished_at - self.started_at
+
+
+@contextmanager
+def run_context(run: str) -> Iterator[None]:
+    """Messages published in this block (by this thread) belong to `run`."""
+    previous = getattr(_local, "run", None)
+    _local.run = run
+    try:
+        yield
+    finally:
+        _local.run = previous
+
+
+def mark_commit() -> None:
+    """What a task without a transaction calls where it would commit (the ceiling task)."""
+    _local.committed_at = time.time()
+
+
+def _before_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers is None:
+        return
+    headers[HEADER_ENQUEUED] = time.time()
+    run = getattr(_local, "run", None)
+    if run is not None:
+        headers[HEADER_RUN] = run
+
+
+def _prerun(task: Any = None, **_: Any) -> None:
+    request = getattr(task, "request", None)
+    _local.run = request.get(HEADER_RUN) if request is not None else None
+    _local.enqueued_at = request.get(HEADER_ENQUEUED) if request is not None else None
+    _local.committed_at = None
+    if _profiles is not None and task is not None:
+        profiler = _profiles.setdefault(task.name, cProfile.Profile())
+        _local.profiler = profiler
+        profiler.enable()
+    _local.started_at = time.time()
+
+
+def _postrun(task: Any = None, **_: Any) -> None:
+    profiler = getattr(_local, "profiler", None)
+    if profiler is not None:
+        profiler.disable()
+        _local.profiler = None
+        _count_profiled()
+    run, enqueued = getattr(_local, "run", None), getattr(_local, "enqueued_at", None)
+    if run is None or enqueued is None:
+        return
+    finished = time.time()
+    committed = getattr(_local, "committed_at", None) or finished
+    started = getattr(_local, "started_at", finished)
+    line = f"{run}\t{task.name}\t{enqueued!r}\t{started!r}\t{committed!r}\t{finished!r}\n"
+    _local.run = None
+    fd = getattr(_local, "fd", None)
+    if fd is None or getattr(_local, "pid", None) != os.getpid():
+        directory = Path(os.environ[SAMPLES_ENV])
+        fd = os.open(
+            directory / f"samples-{os.getpid()}-{threading.get_ident()}.tsv",
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+            0o644,
+        )
+        _local.fd, _local.pid = fd, os.getpid()
+    os.write(fd, line.encode())
+
+
+_profiles: dict[str, cProfile.Profile] | None = None
+_profiled = 0
+
+
+def _count_profiled() -> None:
+    """Dump every 100 tasks: prefork children may be stopped without a chance to dump."""
+    global _profiled
+    _profiled += 1
+    if _profiled % 100 == 0:
+        dump_profiles()
+
+
+def dump_profiles(*_: Any, **__: Any) -> None:
+    if not _profiles:
+        return
+    directory = Path(os.environ[PROFILE_ENV])
+    for name, profiler in _profiles.items():
+        profiler.dump_stats(str(directory / f"{name}-{os.getpid()}.pstats"))
+
+
+def _on_commit(_conn: Any) -> None:
+    _local.committed_at = time.time()
+
+
+def install() -> None:
+    """Connect the handlers (idempotent). Publishers and workers both call it."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        before_task_publish.connect(_before_publish, weak=False)
+        task_prerun.connect(_prerun, weak=False)
+        task_postrun.connect(_postrun, weak=False)
+        event.listen(Engine, "commit", _on_commit)
+        if os.environ.get(PROFILE_ENV):
+            global _profiles
+            _profiles = {}
+            worker_process_shutdown.connect(dump_profiles, weak=False)
+        _installed = True
+
+
+class SampleReader:
+    """Reads the worker children's sample files incrementally (complete lines only)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._offsets: dict[Path, int] = {}
+        self.samples: dict[str, list[Sample]] = {}
+
+    def poll(self) -> None:
+        for path in sorted(self.directory.glob("samples-*.tsv")):
+            offset = self._offsets.get(path, 0)
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+            end = data.rfind(b"\n") + 1
+            if end <= 0:
+                continue
+            self._offsets[path] = offset + end
+            for raw in data[:end].decode().splitlines():
+                run, task, *times = raw.split("\t")
+                sample = Sample(run, task, *(float(t) for t in times))
+                self.samples.setdefault(run, []).append(sample)
+
+    def count(self, run: str) -> int:
+        return len(self.samples.get(run, ()))

@@ -1,0 +1,277 @@
+"""The bench's outputs: one row per mode and broker, a table, the goals, JSON and a chart."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REQUIRED_KEYS = (
+    "mode",
+    "broker",
+    "statements_per_node",
+    "db_roundtrips_per_node",
+    "redis_roundtrips_per_node",
+    "inproc_p50_ms",
+    "inproc_p99_ms",
+    "e2e_per_s",
+    "e2e_p99_ms",
+    "ceiling_per_s",
+    "ratio_vs_ceiling",
+    "cache_hit_ratio",
+    "growth_ratio",
+)
+
+Row = dict[str, Any]
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan"
+    return format(value, spec)
+
+
+COLUMNS: tuple[tuple[str, str, int, str], ...] = (
+    ("mode", "mode", 9, ""),
+    ("broker", "broker", 8, ""),
+    ("statements_per_node", "stmts/node", 10, ".2f"),
+    ("db_roundtrips_per_node", "db RT/node", 10, ".2f"),
+    ("redis_roundtrips_per_node", "redis RT", 8, ".2f"),
+    ("inproc_p50_ms", "p50 ms", 8, ".3f"),
+    ("inproc_p95_ms", "p95 ms", 8, ".3f"),
+    ("inproc_p99_ms", "p99 ms", 8, ".3f"),
+    ("e2e_per_s", "e2e/s", 8, ".1f"),
+    ("e2e_p50_ms", "e2e p50", 8, ".1f"),
+    ("e2e_p99_ms", "e2e p99", 8, ".1f"),
+    ("ratio_vs_ceiling", "x ceil", 7, ".2f"),
+    ("cache_hit_ratio", "hit", 6, ".3f"),
+    ("growth_ratio", "growth", 7, ".2f"),
+)
+
+
+def table(rows: Sequence[Row]) -> str:
+    def cell(text: str, width: int, left: bool) -> str:
+        return text.ljust(width) if left else text.rjust(width)
+
+    header = " ".join(cell(title, width, not spec) for _, title, width, spec in COLUMNS)
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        lines.append(
+            " ".join(
+                cell(str(row.get(key)) if not spec else _fmt(row.get(key), spec), width, not spec)
+                for key, _, width, spec in COLUMNS
+            )
+        )
+    return "\n".join(lines)
+
+
+def _row(rows: Sequence[Row], mode: str, broker: str | None = None) -> Row | None:
+    for row in rows:
+        if row["mode"] == mode and (broker is None or row["broker"] == broker):
+            return row
+    return None
+
+
+def goals(
+    rows: Sequence[Row], node_tenant_statements: int | None
+) -> list[tuple[str, bool | None, str]]:
+    """(goal, PASS/MISS/None for not measured, the numbers behind it)."""
+    results: list[tuple[str, bool | None, str]] = []
+    opt, naive = _row(rows, "optimized"), _row(rows, "naive")
+    if node_tenant_statements is not None:
+        results.append(
+            (
+                "warm cache: zero node/tenant statements",
+                node_tenant_statements == 0,
+                f"{node_tenant_statements} statements on journey_nodes/tenants in the counted pass",
+            )
+        )
+    if opt and naive:
+        cut = 1 - opt["statements_per_node"] / naive["statements_per_node"]
+        results.append(
+            (
+                ">=50% fewer statements per node than naive",
+                cut >= 0.5,
+                f"{opt['statements_per_node']:.2f} vs {naive['statements_per_node']:.2f}: "
+                f"{cut:.0%} fewer",
+            )
+        )
+        rt = opt["db_roundtrips_per_node"]
+        formula = opt.get("db_roundtrips_formula_per_node")
+        results.append(
+            (
+                "<=3 DB round trips per node, commit included",
+                rt <= 3,
+                f"{rt:.2f} on the wire (BEGIN, statements, COMMIT)"
+                + (f"; statements + commits = {formula:.2f}" if formula is not None else ""),
+            )
+        )
+        results.append(
+            (
+                "<=1 Redis round trip per node",
+                opt["redis_roundtrips_per_node"] <= 1,
+                f"{opt['redis_roundtrips_per_node']:.2f}",
+            )
+        )
+        speedup = naive["inproc_p50_ms"] / opt["inproc_p50_ms"]
+        results.append(
+            (
+                "in-process >=2x faster than naive (p50)",
+                speedup >= 2,
+                f"{naive['inproc_p50_ms']:.3f} ms vs {opt['inproc_p50_ms']:.3f} ms: {speedup:.2f}x",
+            )
+        )
+    for broker, floor in (("redis", 0.70), ("rabbitmq", 0.60)):
+        row = _row(rows, "optimized", broker)
+        if row is None:
+            results.append((f"e2e >={floor:.2f} of ceiling on {broker}", None, "not run"))
+            continue
+        ratio = row["ratio_vs_ceiling"]
+        results.append(
+            (
+                f"e2e >={floor:.2f} of ceiling on {broker}",
+                ratio >= floor,
+                f"{row['e2e_per_s']:.0f}/s vs ceiling {row['ceiling_per_s']:.0f}/s: {ratio:.2f}",
+            )
+        )
+    if opt is not None and opt.get("growth_ratio") is not None:
+        results.append(
+            (
+                "growth ratio <=1.2",
+                opt["growth_ratio"] <= 1.2,
+                f"{opt['growth_ratio']:.2f} "
+                f"({opt.get('growth_rows_small')} -> {opt.get('growth_rows_large')} rows)",
+            )
+        )
+    return results
+
+
+def goals_text(results: Sequence[tuple[str, bool | None, str]]) -> str:
+    lines = []
+    for goal, passed, detail in results:
+        mark = "n/a " if passed is None else ("PASS" if passed else "MISS")
+        lines.append(f"  {mark}  {goal:<46} {detail}")
+    return "\n".join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(rows: Sequence[Row], path: Path) -> None:
+    path.write_text(json.dumps(_json_safe(list(rows)), indent=2, sort_keys=False) + "\n")
+
+
+def chart(rows: Sequence[Row], path: Path, title: str) -> None:
+    """Modes side by side: counts, in-process latency, e2e rate and latency, growth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = ["naive", "optimized", "ceiling"]
+    colors = {"naive": "#c44e52", "optimized": "#4c72b0", "ceiling": "#8c8c8c"}
+    brokers = sorted({r["broker"] for r in rows}, key=lambda b: (b != "redis", b))
+    first = {m: _row(rows, m) for m in modes}
+
+    def value(row: Row | None, key: str) -> float:
+        v = row.get(key) if row else None
+        return float(v) if isinstance(v, int | float) and math.isfinite(v) else 0.0
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    fig.suptitle(title, fontsize=11)
+
+    def bars(
+        ax: Any, keys: Sequence[tuple[str, str]], ylabel: str, heading: str, fmt: str = "%.2f"
+    ) -> None:
+        width = 0.8 / len(keys)
+        for i, (key, label) in enumerate(keys):
+            xs = [j + (i - (len(keys) - 1) / 2) * width for j in range(len(modes))]
+            ys = [value(first[m], key) for m in modes]
+            labels = [
+                "n/a" if first[m] is None or first[m].get(key) is None else fmt % y
+                for m, y in zip(modes, ys, strict=True)
+            ]
+            rects = ax.bar(
+                xs,
+                ys,
+                width,
+                label=label,
+                color=[colors[m] for m in modes],
+                alpha=1.0 - 0.35 * i,
+                edgecolor="black",
+                linewidth=0.4,
+            )
+            ax.bar_label(rects, labels=labels, fontsize=7)
+        ax.set_xticks(range(len(modes)), modes)
+        ax.set_ylabel(ylabel)
+        ax.set_title(heading, fontsize=10)
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+
+    bars(
+        axes[0][0],
+        [
+            ("statements_per_node", "statements"),
+            ("db_roundtrips_per_node", "DB round trips"),
+            ("redis_roundtrips_per_node", "Redis round trips"),
+        ],
+        "per node execution",
+        "Work per node (solid: statements)",
+    )
+    bars(
+        axes[0][1],
+        [("inproc_p50_ms", "p50"), ("inproc_p95_ms", "p95"), ("inproc_p99_ms", "p99")],
+        "ms",
+        "In-process node time (no broker)",
+    )
+    bars(
+        axes[0][2],
+        [("growth_ratio", "growth")],
+        "time at large / time at small table",
+        "Growth: per-node p50 ratio",
+    )
+    axes[0][2].axhline(1.2, color="black", linestyle="--", linewidth=0.8)
+
+    def per_broker(ax: Any, key: str, ylabel: str, heading: str, fmt: str = "%.0f") -> None:
+        width = 0.8 / max(len(brokers), 1)
+        for i, broker in enumerate(brokers):
+            xs = [j + (i - (len(brokers) - 1) / 2) * width for j in range(len(modes))]
+            ys = [value(_row(rows, m, broker), key) for m in modes]
+            rects = ax.bar(
+                xs,
+                ys,
+                width,
+                label=broker,
+                color=[colors[m] for m in modes],
+                alpha=1.0 - 0.35 * i,
+                edgecolor="black",
+                linewidth=0.4,
+                hatch="" if i == 0 else "//",
+            )
+            ax.bar_label(rects, fmt=fmt, fontsize=7)
+        ax.set_xticks(range(len(modes)), modes)
+        ax.set_ylabel(ylabel)
+        ax.set_title(heading, fontsize=10)
+        ax.legend(fontsize=7)
+
+    per_broker(axes[1][0], "e2e_per_s", "node executions / s", "End to end through Celery")
+    per_broker(axes[1][1], "e2e_p99_ms", "ms", "Enqueue-to-commit p99")
+    per_broker(
+        axes[1][2], "ratio_vs_ceiling", "fraction of ceiling", "Share of the ceiling", "%.2f"
+    )
+    for floor in (0.7, 0.6):
+        axes[1][2].axhline(floor, color="black", linestyle="--", linewidth=0.6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
