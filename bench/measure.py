@@ -10,7 +10,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -31,8 +30,9 @@ from bench.naive import NAIVE_EXECUTE_NODE, NaiveStepRunner, naive_step_kwargs
 from bench.seed import BenchJourney, Walker
 from cache import JourneyCache, get_cache
 from db.engine import transaction
-from db.instrumentation import StatementCounter
+from db.instrumentation import StatementCounter, WireTrace
 from db.models import Contact, JourneyContact, JourneyNodeExecution, Message
+from db.step_store import step_store
 from tasks import names
 from tasks.engine import StepCommand, StepOutcome, StepRunner, execute_step_kwargs
 from tasks.lookups import JourneyReader
@@ -138,67 +138,17 @@ class RedisCallCounter:
                 delattr(self.client, name)
 
 
-class WireTrace:
-    """libpq's own protocol trace of the engine's one pooled connection: every ReadyForQuery the
-    server sends ends one round trip, whatever SQLAlchemy saw (psycopg's BEGIN included).
-
-    That holds outside psycopg's pipeline mode, which the engine does not use; in pipeline mode
-    several syncs travel together and this count would overstate the round trips."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.available = False
-        self.roundtrips = 0
-        self.queries: Counter[str] = Counter()
-        self.reason = ""
-
-    def __enter__(self) -> WireTrace:
-        raw = self.engine.raw_connection()
-        self._pg: Any = raw.driver_connection
-        raw.close()  # back to the pool: the one connection every step will use
-        self._file = tempfile.NamedTemporaryFile("w+", suffix=".pqtrace", delete=False)
-        try:
-            from psycopg import pq
-
-            self._pg.pgconn.trace(self._file.fileno())
-            self._pg.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-            self.available = True
-        except Exception as exc:  # an old libpq or the pure-Python psycopg
-            self.reason = f"{type(exc).__name__}: {exc}"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        path = Path(self._file.name)
-        try:
-            if self.available:
-                self._pg.pgconn.untrace()
-            self._file.close()
-            if self.available:
-                for line in path.read_text(errors="replace").splitlines():
-                    parts = line.split("\t")
-                    if len(parts) < 3:
-                        continue
-                    if parts[0] == "B" and parts[2] == "ReadyForQuery":
-                        self.roundtrips += 1
-                    elif parts[0] == "F" and parts[2] == "Query" and len(parts) > 3:
-                        # Simple-protocol queries: psycopg's BEGIN and COMMIT travel this way.
-                        words = parts[3].strip().strip('"').split(None, 1)
-                        self.queries[words[0].upper() if words else "?"] += 1
-        finally:
-            path.unlink(missing_ok=True)
-
-
 # --- in-process steps ------------------------------------------------------------------------
 
 StepFn = Callable[[StepCommand], StepOutcome]
 
 
 def optimized_step(settings: EngineSettings) -> StepFn:
-    """The execute_node task's body without the broker: one transaction through StepRunner."""
+    """The execute_node task's body without the broker: StepRunner on the step store."""
 
     def step(cmd: StepCommand) -> StepOutcome:
-        with transaction() as session:
-            return StepRunner(session, JourneyReader(get_cache()), settings).run(cmd)
+        with step_store() as store:
+            return StepRunner(store, JourneyReader(get_cache()), settings).run(cmd)
 
     return step
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Row, case, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy import DateTime, Row, case, delete, insert, literal, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -27,7 +26,7 @@ from db.models import (
     Tenant,
     gen_random_uuid,
 )
-from db.statuses import OPEN_CONTACT_STATUSES, ContactStatus, MessageDirection, MessageStatus
+from db.statuses import OPEN_CONTACT_STATUSES, ContactStatus, MessageStatus
 
 JC = JourneyContact
 JNE = JourneyNodeExecution
@@ -108,26 +107,6 @@ class StepState:
     db_now: datetime
 
 
-def _state_columns() -> list[Any]:
-    return [
-        JC.id,
-        JC.tenant_id,
-        JC.journey_id,
-        JC.contact_id,
-        JC.status,
-        JC.current_node_id,
-        JC.step_seq,
-        JC.due_at,
-        Journey.status.label("journey_status"),
-        Tenant.status.label("tenant_status"),
-        Contact.phone,
-        Contact.email,
-        Contact.attributes,
-        Contact.opted_out_at,
-        db_now().label("db_now"),
-    ]
-
-
 @dataclass(frozen=True)
 class RecentExecution:
     id: uuid.UUID
@@ -137,220 +116,6 @@ class RecentExecution:
     step_seq: int | None
     executed_at: datetime | None
     created_at: datetime
-
-
-def _recent_executions_query(journey_contact_id: Any, tenant_id: Any) -> Any:
-    """The journey contact's last executions with their node types, newest first."""
-    return (
-        select(
-            JNE.id,
-            JNE.node_id,
-            JourneyNode.type.label("node_type"),
-            JNE.status,
-            JNE.step_seq,
-            JNE.executed_at,
-            JNE.created_at,
-        )
-        .outerjoin(JourneyNode, JourneyNode.id == JNE.node_id)
-        .where(JNE.journey_contact_id == journey_contact_id, JNE.tenant_id == tenant_id)
-        .order_by(JNE.created_at.desc(), JNE.executed_at.desc())
-        .limit(RECENT_EXECUTIONS_LIMIT)
-    )
-
-
-def _state(values: dict[str, Any]) -> StepState:
-    values["due_at"] = as_utc(values["due_at"])
-    values["opted_out_at"] = as_utc(values["opted_out_at"])
-    values["db_now"] = as_utc(values["db_now"])
-    return StepState(**values)
-
-
-def _execution(values: dict[str, Any]) -> RecentExecution:
-    values["executed_at"] = as_utc(values["executed_at"])
-    values["created_at"] = as_utc(values["created_at"])
-    return RecentExecution(**values)
-
-
-def load_step(
-    session: Session, tenant_id: uuid.UUID, journey_contact_id: uuid.UUID
-) -> tuple[StepState, list[RecentExecution]] | None:
-    """Lock the journey contact and read everything a step needs: ONE statement on PostgreSQL.
-
-    The row lock is the claim: a second worker holding the same message waits here, then sees
-    the step already taken. Tenant and journey status come from the database, never the cache,
-    so a stale cache can never send for a suspended tenant or a paused journey. The journey
-    contact's recent executions (joined with their nodes, newest first, limit 10) come in the
-    same statement through a LATERAL join: one round trip instead of the seed's three queries.
-    """
-    where = (JC.id == journey_contact_id, JC.tenant_id == tenant_id)
-    joined = (
-        select(*_state_columns())
-        .join(Journey, Journey.id == JC.journey_id)
-        .join(Tenant, Tenant.id == JC.tenant_id)
-        .join(Contact, Contact.id == JC.contact_id)
-        .where(*where)
-    )
-    if session.get_bind().dialect.name != "postgresql":
-        # SQLite has no LATERAL and no row locks (it takes one writer at a time): two reads.
-        row = session.execute(joined).one_or_none()
-        if row is None:
-            return None
-        recent = session.execute(_recent_executions_query(journey_contact_id, tenant_id))
-        return _state(row._asdict()), [_execution(r._asdict()) for r in recent]
-    recent_q = _recent_executions_query(JC.id, JC.tenant_id).lateral("recent")
-    stmt = (
-        joined.add_columns(*(c.label(f"recent_{c.key}") for c in recent_q.c))
-        .outerjoin(recent_q, literal(True))
-        .with_for_update(of=JC)
-    )
-    rows = session.execute(stmt).all()
-    if not rows:
-        return None
-    state_keys = [c.key for c in _state_columns()]
-    recent = [
-        _execution({k: r._mapping[f"recent_{k}"] for k in RecentExecution.__dataclass_fields__})
-        for r in rows
-        if r._mapping["recent_id"] is not None
-    ]
-    return _state({k: rows[0]._mapping[k] for k in state_keys}), recent
-
-
-def loop_guard_times(
-    session: Session,
-    tenant_id: uuid.UUID,
-    journey_contact_id: uuid.UUID,
-    node_id: uuid.UUID,
-    limit: int,
-) -> list[datetime]:
-    """When this node last ran for this journey contact: only id and executed_at are read."""
-    stmt = (
-        select(JNE.id, JNE.executed_at)
-        .where(
-            JNE.node_id == node_id,
-            JNE.journey_contact_id == journey_contact_id,
-            JNE.tenant_id == tenant_id,
-            JNE.executed_at.is_not(None),
-        )
-        .order_by(JNE.executed_at.desc())
-        .limit(limit)
-    )
-    return [as_utc(r.executed_at) for r in session.execute(stmt)]  # type: ignore[misc]
-
-
-@dataclass(frozen=True)
-class ExecutionWrite:
-    id: uuid.UUID
-    # True: complete the PENDING row upstream made for this step instead of inserting one.
-    existing: bool
-    node_id: uuid.UUID | None
-    status: str
-    error: str | None
-    result: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StepWrite:
-    """Everything one step changes, written together (one statement on PostgreSQL)."""
-
-    tenant_id: uuid.UUID
-    journey_contact_id: uuid.UUID
-    contact_id: uuid.UUID
-    step_seq: int  # the step being executed
-    status: str  # the journey contact's new status
-    current_node_id: uuid.UUID | None
-    next_step_seq: int
-    due_at: datetime | None = None
-    due_in_seconds: float | None = None  # due_at relative to the database clock
-    status_reason: str | None = None
-    completed: bool = False
-    execution: ExecutionWrite | None = None
-    message_id: uuid.UUID | None = None
-    message_body: str | None = None
-    attribute_updates: dict[str, Any] | None = None
-
-
-def write_step(session: Session, write: StepWrite) -> None:
-    """Write the execution, the message, the contact's attributes and the journey contact's
-    next state. On PostgreSQL one statement with data-modifying CTEs (one round trip); the
-    unique indexes on (journey_contact_id, step_seq) and on the message's execution make a
-    second execution or message for one step impossible whatever happens above."""
-    statements: list[Any] = []
-    execution = write.execution
-    if execution is not None:
-        values = {
-            "status": execution.status,
-            "error": execution.error,
-            "result": execution.result,
-            "executed_at": db_now(),
-            "step_seq": write.step_seq,
-        }
-        if execution.existing:
-            statements.append(
-                update(JNE).where(JNE.id == execution.id).values(**values, updated_at=db_now())
-            )
-        else:
-            statements.append(
-                insert(JNE).values(
-                    id=execution.id,
-                    tenant_id=write.tenant_id,
-                    journey_contact_id=write.journey_contact_id,
-                    node_id=execution.node_id,
-                    **values,
-                )
-            )
-    if write.message_body is not None:
-        assert execution is not None and write.message_id is not None
-        statements.append(
-            insert(Message).values(
-                id=write.message_id,
-                tenant_id=write.tenant_id,
-                contact_id=write.contact_id,
-                journey_node_execution_id=execution.id,
-                direction=MessageDirection.OUTBOUND.value,
-                body=write.message_body,
-                status=MessageStatus.QUEUED.value,
-            )
-        )
-    if write.attribute_updates:
-        statements.append(_merge_attributes(session, write))
-    due_at: Any = write.due_at
-    if write.due_in_seconds is not None:
-        due_at = seconds_from_now(write.due_in_seconds)
-    advance = (
-        update(JC)
-        .where(JC.id == write.journey_contact_id)
-        .values(
-            status=write.status,
-            current_node_id=write.current_node_id,
-            step_seq=write.next_step_seq,
-            due_at=due_at,
-            status_reason=write.status_reason,
-            completed_at=db_now() if write.completed else None,
-            redispatch_count=0,
-            updated_at=db_now(),
-        )
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        for index, statement in enumerate(statements):
-            advance = advance.add_cte(statement.cte(f"step_write_{index}"))
-        session.execute(advance)
-        return
-    for statement in [*statements, advance]:
-        session.execute(statement)
-
-
-def _merge_attributes(session: Session, write: StepWrite) -> Any:
-    """Merge into the contact's attributes in SQL, not read-modify-write."""
-    values = write.attribute_updates
-    if session.get_bind().dialect.name == "postgresql":
-        merged = Contact.attributes.op("||")(literal(values, postgresql.JSONB()))
-    else:
-        merged = func.json_patch(Contact.attributes, json.dumps(values))
-    return (
-        update(Contact)
-        .where(Contact.id == write.contact_id, Contact.tenant_id == write.tenant_id)
-        .values(attributes=merged, updated_at=db_now())
-    )
 
 
 # --- lookups behind the cache --------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Executing one step of one journey contact: the seed's executeNode, done right.
 
-Everything happens in the caller's single transaction: lock the journey contact, decide, write
-the execution, the message and the next step. What must happen after commit (publishing the
-next step, handing a message to delivery) is returned as followups, never done here.
+Two statements (db/step_store.py): read everything the step needs, decide in plain Python, then
+claim the step and write the execution, the message and the next state in one atomic statement
+that does nothing if another worker took the step first. What must happen after that commit
+(publishing the next step, handing a message to delivery) is returned as followups, never done
+here.
 """
 
 from __future__ import annotations
@@ -10,13 +12,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from db import queries
 from db.statuses import ContactStatus, ExecutionStatus, JourneyStatus, TenantStatus
+from db.step_store import ExecutionWrite, StepStore, StepWrite
 from tasks import names
 from tasks.errors import PermanentError, UnknownEntity
 from tasks.http import call_json
@@ -68,21 +68,30 @@ def execute_step_kwargs(tenant_id: Any, journey_contact_id: Any, node_id: Any, s
 class StepRunner:
     def __init__(
         self,
-        session: Session,
+        store: StepStore,
         reader: JourneyReader,
         settings: EngineSettings,
         http: Callable[..., Any] = call_json,
     ) -> None:
-        self.session = session
+        self.store = store
         self.reader = reader
         self.settings = settings
         self.http = http
 
     def run(self, cmd: StepCommand) -> StepOutcome:
-        loaded = queries.load_step(self.session, cmd.tenant_id, cmd.journey_contact_id)
+        self.claimed = True
+        outcome = self._run(cmd)
+        if not self.claimed:
+            # The conditional write found the step already taken: nothing was written, and
+            # nothing may be published.
+            return StepOutcome("duplicate", "another worker took this step", outcome.journey_id)
+        return outcome
+
+    def _run(self, cmd: StepCommand) -> StepOutcome:
+        loaded = self.store.load(cmd.tenant_id, cmd.journey_contact_id, self.settings.loop_repeats)
         if loaded is None:
             raise UnknownEntity("journey_contact", cmd.journey_contact_id)
-        state, recent = loaded
+        state, recent = loaded.state, loaded.recent
         self.state = state
         journey_id = str(state.journey_id)
 
@@ -108,12 +117,12 @@ class StepRunner:
             return self._fail("step_limit_exceeded", None)
 
         node, _tenant = self.reader.node_and_tenant(
-            self.session, state.tenant_id, state.journey_id, state.current_node_id
+            self.store.connection, state.tenant_id, state.journey_id, state.current_node_id
         )
         if node is None or node.journey_id != journey_id:
             return self._fail(f"node_not_found: {state.current_node_id}", None)
 
-        if self._loop_detected(recent):
+        if self._loop_detected(loaded.loop_times):
             return self._fail("loop_detected", node)
         pending = next(
             (
@@ -154,24 +163,12 @@ class StepRunner:
 
     # --- outcomes ----------------------------------------------------------------------
 
-    def _loop_detected(self, recent: list[queries.RecentExecution]) -> bool:
-        state, limit = self.state, self.settings.loop_repeats
-        if len(recent) < queries.RECENT_EXECUTIONS_LIMIT:
-            # The window holds the contact's whole history: the guard needs no query.
-            times = sorted(
-                (
-                    e.executed_at
-                    for e in recent
-                    if e.node_id == state.current_node_id and e.executed_at
-                ),
-                reverse=True,
-            )[:limit]
-        else:
-            times = queries.loop_guard_times(
-                self.session, state.tenant_id, state.id, state.current_node_id, limit
-            )
-        window_start = state.db_now - timedelta(seconds=self.settings.loop_window_seconds)
-        return len(times) >= limit and min(times) >= window_start
+    def _loop_detected(self, times: list[datetime]) -> bool:
+        """The last loop_repeats runs of this node all fell within the window: this would be one
+        more. A weekly loop through a wait never trips it; a tight loop does, on its 4th run."""
+        window_start = self.state.db_now - timedelta(seconds=self.settings.loop_window_seconds)
+        limit = self.settings.loop_repeats
+        return len(times) >= limit and min(times[:limit]) >= window_start
 
     def _call_webhook(
         self, decision: NodeDecision, node: NodeRecord, previous_node_id: uuid.UUID | None
@@ -209,7 +206,7 @@ class StepRunner:
             "current_node_id": state.current_node_id,
             "next_step_seq": state.step_seq,
         }
-        queries.write_step(self.session, queries.StepWrite(**(fields | changes)))
+        self.claimed = self.store.write(StepWrite(**(fields | changes)))
 
     def _hold(self, reason: str) -> StepOutcome:
         """Keep the contact at this step, sending nothing, until the tenant or journey resumes."""
@@ -228,7 +225,7 @@ class StepRunner:
         """FAILED with the reason; the step's execution row says FAILED too when there is a node."""
         execution = None
         if node is not None:
-            execution = queries.ExecutionWrite(
+            execution = ExecutionWrite(
                 id=pending or uuid.uuid4(),
                 existing=pending is not None,
                 node_id=self.state.current_node_id,
@@ -256,7 +253,7 @@ class StepRunner:
         self, decision: NodeDecision, node: NodeRecord, pending: uuid.UUID | None
     ) -> StepOutcome:
         state = self.state
-        execution = queries.ExecutionWrite(
+        execution = ExecutionWrite(
             id=pending or uuid.uuid4(),
             existing=pending is not None,
             node_id=state.current_node_id,

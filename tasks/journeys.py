@@ -13,6 +13,7 @@ from cache import get_cache
 from db import queries
 from db.engine import transaction
 from db.statuses import ContactStatus, JourneyStatus, MessageStatus, TenantStatus
+from db.step_store import step_store
 from tasks import metrics, names
 from tasks.arguments import check_kwargs, optional_step, uuid_arg, uuid_list_arg
 from tasks.base import JourneyTask, publish
@@ -36,9 +37,8 @@ def execute_node(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]
         step=optional_step(kwargs),
     )
     started = time.perf_counter()
-    with transaction() as session:
-        runner = StepRunner(session, JourneyReader(get_cache()), engine_settings())
-        outcome = runner.run(cmd)
+    with step_store() as store:
+        outcome = StepRunner(store, JourneyReader(get_cache()), engine_settings()).run(cmd)
     publish(self.app, outcome.followups)
     duration = time.perf_counter() - started
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from db.engine import transaction
 from db.models import JourneyContact, JourneyNodeExecution, Message
+from db.step_store import step_store
 from tasks import names
 from tasks.engine import StepCommand, StepOutcome, StepRunner
 from tasks.lookups import JourneyReader
@@ -27,9 +27,9 @@ def run_step(
     http: Callable[..., Any] | None = None,
 ) -> StepOutcome:
     extra = {"http": http} if http else {}
-    with transaction() as session:
+    with step_store() as store:
         runner = StepRunner(
-            session, reader or JourneyReader(None), settings or EngineSettings(), **extra
+            store, reader or JourneyReader(None), settings or EngineSettings(), **extra
         )
         return runner.run(StepCommand(tenant_id, jc_id, node_id, step))
 

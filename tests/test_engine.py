@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from db import queries
 from db.engine import transaction
 from db.models import Journey, JourneyContact, JourneyNode, JourneyNodeExecution, Message, Tenant
+from db.step_store import PostgresStepStore
 from tasks.errors import UnknownEntity
 from tasks.settings import EngineSettings
 from tests.engine_harness import next_steps, row_counts, run_step, walk
@@ -145,34 +146,66 @@ def test_two_workers_with_the_same_message_one_wins(pg_engine, journey) -> None:
     assert (counts["executions"], counts["messages"]) == (1, 1)
 
 
-def test_database_failing_after_the_send_was_recorded_leaves_nothing_then_retry_sends_once(
+def test_database_failing_during_the_write_leaves_nothing_then_the_retry_sends_once(
     pg_engine, journey, monkeypatch
 ) -> None:
     jc = make_journey_contact(pg_engine, journey, journey.contacts[0])
-    real_write = queries.write_step
+    real_write = PostgresStepStore.write
     calls = {"n": 0}
 
-    def write_then_lose_the_database(session, write):
-        real_write(session, write)
+    def lose_the_database_first(store, write):
         calls["n"] += 1
         if calls["n"] == 1:
-            # The message row is written in this transaction; now the server drops the connection.
-            assert session.execute(select(func.count()).select_from(Message)).scalar() == 1
-            session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+            # The server drops this very connection as the step is being written.
+            store.connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return real_write(store, write)
 
-    monkeypatch.setattr(queries, "write_step", write_then_lose_the_database)
+    monkeypatch.setattr(PostgresStepStore, "write", lose_the_database_first)
     with pytest.raises(OperationalError):
         run_step(journey.tenant_id, jc, entry(journey), 0)
-    assert row_counts(pg_engine, jc) | {"due_at": None} == row_counts(pg_engine, jc) | {
-        "executions": 0,
-        "messages": 0,
-        "step": 0,
-        "due_at": None,
-    }
+    counts = row_counts(pg_engine, jc)
+    assert (counts["executions"], counts["messages"], counts["step"]) == (0, 0, 0)
     retried = run_step(journey.tenant_id, jc, entry(journey), 0)  # what Celery's retry does
     assert retried.outcome == "executed" and len(next_steps(retried)) == 1
     counts = row_counts(pg_engine, jc)
     assert (counts["executions"], counts["messages"], counts["step"]) == (1, 1, 1)
+
+
+def test_database_failing_after_the_send_was_recorded_never_sends_twice(
+    pg_engine, journey, monkeypatch
+) -> None:
+    """The write committed (the message is recorded), then the task died before publishing:
+    the redelivered message is a duplicate, and the next step is still scheduled exactly once
+    (its row is due; the dispatcher publishes it after the grace period)."""
+    jc = make_journey_contact(pg_engine, journey, journey.contacts[0])
+    real_write = PostgresStepStore.write
+
+    def write_then_lose_the_database(store, write):
+        claimed = real_write(store, write)
+        store.connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return claimed
+
+    monkeypatch.setattr(PostgresStepStore, "write", write_then_lose_the_database)
+    with pytest.raises(OperationalError):
+        run_step(journey.tenant_id, jc, entry(journey), 0)
+    monkeypatch.undo()
+    again = run_step(journey.tenant_id, jc, entry(journey), 0)
+    assert again.outcome == "duplicate" and again.followups == []
+    counts = row_counts(pg_engine, jc)
+    assert (counts["executions"], counts["messages"], counts["step"], counts["status"]) == (
+        1,
+        1,
+        1,
+        "ACTIVE",
+    )
+    with pg_engine.begin() as conn:  # the grace period passes
+        conn.execute(
+            text("UPDATE journey_contacts SET due_at = now() - interval '1 second' WHERE id = :id"),
+            {"id": jc},
+        )
+    with transaction() as session:
+        due = queries.claim_due_steps(session, batch_size=10, grace_seconds=300)
+    assert [(d.node_id, d.step_seq) for d in due] == [(journey.nodes["check"], 1)]
 
 
 def test_unknown_and_foreign_journey_contacts_are_the_same_error(pg_engine, journey) -> None:

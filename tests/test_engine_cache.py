@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, select, text, update
 
 from cache import CacheSettings, JourneyCache, build_cache, use_cache
-from db.instrumentation import StatementCounter
+from db.instrumentation import StatementCounter, WireTrace
 from db.models import JourneyNode, Message, Tenant
 from tasks.journeys import journey_updated, tenant_updated
 from tasks.lookups import JourneyReader
@@ -85,7 +85,11 @@ def test_steady_state_reads_nodes_and_tenants_from_redis_once_per_execution(
 ) -> None:
     reader = JourneyReader(real_cache)
     jcs = [make_journey_contact(pg_engine, journey, c) for c in journey.contacts]
-    with StatementCounter(pg_engine) as counter, RoundTrips(real_cache) as redis_trips:
+    with (
+        StatementCounter(pg_engine) as counter,
+        RoundTrips(real_cache) as redis_trips,
+        WireTrace(pg_engine) as wire,
+    ):
         executions = sum(
             len(walk(journey.tenant_id, jc, journey.nodes["hello"], reader=reader)) for jc in jcs
         )
@@ -99,12 +103,20 @@ def test_steady_state_reads_nodes_and_tenants_from_redis_once_per_execution(
     stats = real_cache.stats()
     assert stats["node"]["misses"] == 1 and stats["node"]["hits"] == executions - 1
     assert real_cache.hit_ratio("tenant") == pytest.approx((executions - 1) / executions)
-    # Per step on PostgreSQL: ONE locking read (state, tenant and journey status, contact and
-    # recent executions through a LATERAL join) and ONE write (execution, message, attribute
-    # merge and next state through data-modifying CTEs), then the commit: 3 round trips.
+    # Per step on PostgreSQL: ONE read (state, tenant and journey status, contact, recent
+    # executions through a LATERAL join, the loop guard's times) and ONE write (the conditional
+    # claim with the execution, message, attribute merge and next state as data-modifying CTEs),
+    # each in autocommit: 2 statements, 2 round trips on the wire, no BEGIN, no COMMIT.
     assert counter.by_kind["SELECT"] == executions + node_and_tenant_reads
     assert counter.by_kind["WITH"] == executions
-    assert counter.by_kind["COMMIT"] == executions
+    assert counter.by_kind["COMMIT"] == 0
+    assert wire.available, wire.reason
+    # The cold miss read the journey's nodes and the tenant in the same connection.
+    # psycopg prepares a statement on its 5th use, one extra round trip per distinct statement
+    # per connection (here: the read and four shapes of write), then never again.
+    once_per_statement = wire.roundtrips - (2 * executions + node_and_tenant_reads)
+    assert 0 <= once_per_statement <= 6
+    assert not wire.queries  # no simple-protocol BEGIN or COMMIT
     assert counter.total == 2 * executions + node_and_tenant_reads
 
 
