@@ -237,6 +237,29 @@ class PostgresStepStore:
             params["attribute_updates"] = json.dumps(write.attribute_updates)
         return self.connection.execute(statement, params).scalar_one() == 1
 
+    @contextmanager
+    def exclusive(self, journey_contact_id: uuid.UUID, step_seq: int) -> Iterator[bool]:
+        """Hold a session advisory lock on the journey contact while an outside effect runs;
+        yields whether the step is still the one that was read. A killed process's lock goes
+        with its connection."""
+        key = {"key": str(journey_contact_id)}
+        self.connection.execute(EXCLUSIVE_LOCK_SQL, key)
+        try:
+            current = self.connection.execute(
+                STILL_CURRENT_SQL, {"journey_contact_id": journey_contact_id, "step_seq": step_seq}
+            ).scalar()
+            yield bool(current)
+        finally:
+            self.connection.execute(EXCLUSIVE_UNLOCK_SQL, key)
+
+
+EXCLUSIVE_LOCK_SQL = text("SELECT pg_advisory_lock(hashtextextended(:key, 0))")
+EXCLUSIVE_UNLOCK_SQL = text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))")
+STILL_CURRENT_SQL = text(
+    "SELECT 1 FROM journey_contacts WHERE id = :journey_contact_id AND step_seq = :step_seq"
+    " AND status IN ('ACTIVE', 'WAITING')"
+)
+
 
 def _state(values: dict[str, Any]) -> StepState:
     values["due_at"] = as_utc(values["due_at"])
@@ -316,6 +339,11 @@ class SqliteStepStore:
             ).scalars()
         ]
         return LoadedStep(state, recent, loop_times)  # type: ignore[arg-type]
+
+    @contextmanager
+    def exclusive(self, journey_contact_id: uuid.UUID, step_seq: int) -> Iterator[bool]:
+        # SQLite: the step's transaction already runs alone (one writer at a time).
+        yield True
 
     def write(self, write: StepWrite) -> bool:
         conn = self.connection

@@ -153,13 +153,23 @@ class StepRunner:
                 contact=contact,
                 db_now=state.db_now,
             )
-            if decision.webhook is not None:
+        except PermanentError as exc:
+            return self._fail(exc.reason, node, pending)
+        if decision.webhook is None:
+            return self._apply(decision, node, pending)
+        # The one outside effect: serialize it per journey contact, so a duplicate message
+        # running at the same moment waits and then finds the step taken instead of calling
+        # the webhook a second time (the Idempotency-Key covers what a crash may repeat).
+        with self.store.exclusive(state.id, state.step_seq) as still_current:
+            if not still_current:
+                return StepOutcome("duplicate", "another worker took this step", journey_id)
+            try:
                 decision = self._call_webhook(
                     decision, node, previous.node_id if previous else None
                 )
-        except PermanentError as exc:
-            return self._fail(exc.reason, node, pending)
-        return self._apply(decision, node, pending)
+            except PermanentError as exc:
+                return self._fail(exc.reason, node, pending)
+            return self._apply(decision, node, pending)
 
     # --- outcomes ----------------------------------------------------------------------
 

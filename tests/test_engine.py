@@ -616,3 +616,39 @@ def test_purge_removes_only_old_executions_in_batches(pg_engine, journey) -> Non
         messages = conn.execute(select(func.count()).select_from(Message)).scalar()
     assert sorted(set(left)) == [jcs[2]] and len(left) == 4
     assert messages == 6  # messages outlive their executions (the reference is set to NULL)
+
+
+def test_two_workers_with_the_same_webhook_step_call_it_once(pg_engine) -> None:
+    """The claim is optimistic for database-only steps; a webhook is an outside effect, so the
+    step is serialized per journey contact and the second worker never calls it."""
+    import time as _time
+
+    from tasks.http import HttpResponse
+
+    tenant_id = make_tenant(pg_engine)
+    fixture = make_journey(
+        pg_engine, tenant_id, [("hook", "webhook", {"url": "https://hooks.example.test/x"}, None)]
+    )
+    jc = make_journey_contact(pg_engine, fixture, make_contacts(pg_engine, tenant_id, 1)[0])
+    calls: list[str] = []
+
+    def slow_http(url, payload, *, method, timeout, idempotency_key):
+        calls.append(idempotency_key)
+        _time.sleep(0.5)
+        return HttpResponse(200, "{}")
+
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def worker() -> None:
+        barrier.wait()
+        outcomes.append(run_step(tenant_id, jc, fixture.nodes["hook"], 0, http=slow_http))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(o.outcome for o in outcomes) == ["duplicate", "executed"]
+    assert calls == [f"{jc}:0"]
+    assert row_counts(pg_engine, jc)["executions"] == 1
