@@ -106,7 +106,7 @@ class StepRunner:
         if state.status == ContactStatus.WAITING and state.due_at and state.due_at > state.db_now:
             return StepOutcome("duplicate", "wait is not due yet", journey_id)
 
-        # Gates read from the database in the locking statement, never from the cache.
+        # Gates read from the database in the step's read, never from the cache.
         if state.tenant_status != TenantStatus.ACTIVE:
             return self._hold("tenant_suspended")
         if state.journey_status == JourneyStatus.ARCHIVED:

@@ -677,7 +677,7 @@ def test_worker_killed_mid_node_runs_the_step_exactly_once(
     wait_until(lambda: all_messages_sent(db), timeout=20)
 
     calls = webhook.snapshot()
-    assert [c.key for c in calls] == [f"{jc}:0", f"{jc}:0"], (calls, first.log()[-3000:])
+    assert [c.key for c in calls] == [f"{jc}:0", f"{jc}:0"]
     executions = rows(
         db,
         "SELECT e.step_seq, n.type, e.status FROM journey_node_executions e "
@@ -749,7 +749,7 @@ def test_child_killed_mid_node_is_redispatched(
     assert victim not in worker.children()  # the pool replaced the child
 
     calls = webhook.snapshot()
-    assert [c.key for c in calls] == [f"{jc}:0", f"{jc}:0"], (calls, first.log()[-3000:])
+    assert [c.key for c in calls] == [f"{jc}:0", f"{jc}:0"]
     executions = rows(
         db,
         "SELECT e.step_seq, n.type, e.status FROM journey_node_executions e "
