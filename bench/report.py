@@ -106,7 +106,7 @@ def goals(
             (
                 "<=3 DB round trips per node, commit included",
                 rt <= 3,
-                f"{rt:.2f} on the wire (BEGIN, statements, COMMIT)"
+                f"{rt:.2f} on the wire (BEGIN and COMMIT included where sent)"
                 + (f"; statements + commits = {formula:.2f}" if formula is not None else ""),
             )
         )

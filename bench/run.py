@@ -476,10 +476,10 @@ def breakdown(inproc: Inproc) -> str:
         c = inproc.counts[mode]
         pairs = ", ".join(f"{k} {v:.2f}" for k, v in _per_node(c.pairs, c.steps).items())
         types = ", ".join(f"{t} {sum(v) / len(v):.1f}" for t, v in sorted(c.by_node_type.items()))
+        simple = ", ".join(f"{k} {v:.2f}" for k, v in _per_node(c.wire_queries, c.steps).items())
         wire = (
-            f"{c.wire_roundtrips_per_node:.2f} round trips on the wire "
-            f"({', '.join(f'{k} {v:.2f}' for k, v in _per_node(c.wire_queries, c.steps).items())}"
-            " as simple queries)"
+            f"{c.wire_roundtrips_per_node:.2f} round trips on the wire"
+            + (f" ({simple} as simple queries)" if simple else " (no BEGIN or COMMIT)")
             if c.wire_roundtrips is not None
             else f"wire trace unavailable ({c.wire_note})"
         )
