@@ -233,3 +233,28 @@ def test_the_queries_return_what_they_should(plan_db: PlanDb) -> None:
     assert len(recent) == 10 and recent[0].step_seq == 50
     assert 1 <= len(guard) <= 3
     assert len(active) >= 1
+
+
+def test_the_steps_own_read_uses_the_indexes(plan_db: PlanDb) -> None:
+    """The production read (db/step_store.py): the recent executions (LATERAL) and the loop
+    guard (correlated subquery) folded into one statement still go through the seed's indexes."""
+    from db.step_store import LOAD_SQL
+
+    with plan_db.engine.connect() as conn:
+        jc, tenant = conn.execute(
+            text(
+                "SELECT id, tenant_id FROM journey_contacts WHERE id IN "
+                "(SELECT journey_contact_id FROM journey_node_executions LIMIT 1)"
+            )
+        ).one()
+        params = {"journey_contact_id": jc, "tenant_id": tenant, "loop_limit": 3}
+        plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {LOAD_SQL.text}"), params).scalar_one()[0][
+            "Plan"
+        ]
+        rows = conn.execute(LOAD_SQL, params).all()
+    used = indexes_used(plan, "journey_node_executions")
+    print(f"step read: {sorted(used)}")
+    assert used & CONTACT_LEADING_INDEXES, plan
+    assert "journey_contacts_pkey" in indexes_used(plan, "journey_contacts"), plan
+    assert not seq_scanned(plan) & {"journey_node_executions", "journey_contacts", "contacts"}, plan
+    assert len(rows) == 10  # the recent-executions window is full for this contact

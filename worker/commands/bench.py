@@ -133,6 +133,13 @@ def bench(
         raise click.BadParameter(str(exc), param_hint="--brokers") from None
     if not broker_list:
         raise click.BadParameter("name at least one broker", param_hint="--brokers")
+    if chart_path is not None:
+        try:
+            import matplotlib  # noqa: F401 - checked before minutes of benchmarking, not after
+        except ImportError:
+            raise click.ClickException(
+                "--chart needs matplotlib: pip install 'journey-worker[bench]'"
+            ) from None
     options = Options(
         contacts=contacts,
         nodes=nodes,
