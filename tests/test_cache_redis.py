@@ -23,38 +23,10 @@ import redis
 
 from cache import CacheSettings, JourneyCache, make_redis
 from cache.journey_cache import STATS_TTL_SECONDS
+from tests.cache_helpers import CommandCounter, FakeClock
 
 T1, T2 = "7f1c0f0e-0000-4000-8000-00000000000a", "7f1c0f0e-0000-4000-8000-00000000000b"
 J1 = "1d9a4a8e-0000-4000-8000-000000000001"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class CommandCounter:
-    """Counts the commands (each one round trip: the cache never pipelines) a client sends."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.commands: list[str] = []
-        original = client.execute_command
-
-        def counting(*args: Any, **options: Any) -> Any:
-            self.commands.append(str(args[0]).upper())
-            return original(*args, **options)
-
-        client.execute_command = counting  # type: ignore[method-assign]
-
-    def take(self) -> list[str]:
-        commands, self.commands = self.commands, []
-        return commands
 
 
 def node(name: str, version: int = 1) -> dict[str, Any]:
