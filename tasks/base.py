@@ -119,7 +119,10 @@ def publish(app: Celery, followups: Iterable[Followup]) -> int:
     try:
         with app.producer_or_acquire() as producer:
             for followup in followups:
-                app.send_task(followup.task_name, kwargs=followup.kwargs, producer=producer)
+                routing = {"queue": followup.queue} if followup.queue else {}
+                app.send_task(
+                    followup.task_name, kwargs=followup.kwargs, producer=producer, **routing
+                )
     except Exception as exc:
         log.warning(
             "publish after commit failed (%d messages); the dispatcher will re-publish: %s",

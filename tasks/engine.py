@@ -41,6 +41,7 @@ class StepCommand:
 class Followup:
     task_name: str
     kwargs: dict[str, Any]
+    queue: str | None = None  # None: the task's default routing
 
 
 @dataclass

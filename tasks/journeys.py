@@ -110,6 +110,7 @@ def enroll(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
             Followup(
                 names.EXECUTE_NODE,
                 execute_step_kwargs(tenant_id, jc_id, journey.entry_node_id, 0),
+                queue=names.BULK_QUEUE,
             )
             for jc_id in created
         ),

@@ -11,3 +11,7 @@ DISPATCH_DUE = "journeys.dispatch_due"
 PURGE_EXECUTIONS = "journeys.purge_executions"
 
 DEFAULT_QUEUE = "journeys"
+# Entry steps published by journeys.enroll. Workers consume both queues and the brokers
+# alternate between them, so one tenant's flood of enrollments cannot hold back the steps of
+# journeys already under way (hard case 11).
+BULK_QUEUE = "journeys.bulk"

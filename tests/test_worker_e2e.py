@@ -887,3 +887,68 @@ def test_sigterm_finishes_the_running_node_and_leaves_the_rest_queued(
         assert scalar(db, "SELECT count(*) FROM journey_node_executions") == 5
     finally:
         hook.close()
+
+
+# --- 8. a flood of enrollments does not hold back journeys under way --------------------------
+
+
+@pytest.mark.slow
+def test_a_flood_of_enrollments_does_not_hold_back_journeys_under_way(
+    redis_broker_url: str, producer, rig: Rig
+) -> None:
+    """Entry steps from journeys.enroll go to journeys.bulk; steps of journeys already under way
+    stay on journeys. The worker takes from both in turn, so another tenant's journey finishes
+    while the flood is still being worked through (on one queue it would wait behind it all)."""
+    db = rig.db
+    flood_tenant = make_tenant(db, name="Flood")
+    flood = make_journey(db, flood_tenant, ONE_SMS)
+    flood_contacts = make_contacts(db, flood_tenant, 400)
+    other_tenant = make_tenant(db, name="Other")
+    other = make_journey(
+        db,
+        other_tenant,
+        [
+            ("one", "update_contact", {"set": {"step": 1}}, "two"),
+            ("two", "update_contact", {"set": {"step": 2}}, "three"),
+            ("three", "update_contact", {"set": {"step": 3}}, None),
+        ],
+    )
+    other_jc = make_journey_contact(db, other, make_contacts(db, other_tenant, 1)[0])
+
+    worker = rig.start(rig.env(redis_broker_url), name="w1", concurrency=1)
+    producer.publish(
+        ENROLL,
+        {
+            "tenant_id": str(flood_tenant),
+            "journey_id": str(flood.journey_id),
+            "contact_ids": [str(c) for c in flood_contacts],
+        },
+    )
+    broker = redis.Redis.from_url(redis_broker_url)
+    # The enrollment has run: its entry steps wait in the broker.
+    wait_until(
+        lambda: broker.llen("journeys.bulk") + broker.llen("journeys") > 300,
+        timeout=30,
+        interval=0.05,
+    )
+    producer.publish(
+        EXECUTE_NODE,
+        {
+            "tenant_id": str(other_tenant),
+            "journey_contact_id": str(other_jc),
+            "node_id": str(other.nodes["one"]),
+        },
+    )
+    wait_until(
+        lambda: (
+            scalar(db, "SELECT status FROM journey_contacts WHERE id = :id", id=other_jc)
+            == "COMPLETED"
+        ),
+        timeout=60,
+        interval=0.05,
+    )
+    flood_done = sum(journey_statuses(db, flood.journey_id)[s] for s in ("COMPLETED", "EXITED"))
+    print(f"the other tenant's journey completed after {flood_done} of 400 flood journeys")
+    assert flood_done < 200
+    wait_until(lambda: all_finished(db, flood.journey_id, 400), timeout=120)
+    assert worker.proc.poll() is None

@@ -41,7 +41,11 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         result_backend=None,
         task_ignore_result=True,
         task_default_queue=names.DEFAULT_QUEUE,
-        task_queues=[Queue(names.DEFAULT_QUEUE, routing_key=names.DEFAULT_QUEUE)],
+        # Both are consumed by default; see tasks/names.py for why enrollments have their own.
+        task_queues=[
+            Queue(names.DEFAULT_QUEUE, routing_key=names.DEFAULT_QUEUE),
+            Queue(names.BULK_QUEUE, routing_key=names.BULK_QUEUE),
+        ],
         task_create_missing_queues=True,
         # Acknowledge after the task's transaction committed; the engine is idempotent per step.
         task_acks_late=True,

@@ -23,7 +23,7 @@ from db.indexes import PERFORMANCE_INDEXES
 from db.models import JourneyContact, TaskFailure
 from db.queries import seconds_from_now
 from db.statuses import ContactStatus
-from tasks.names import DEFAULT_QUEUE
+from tasks.names import BULK_QUEUE, DEFAULT_QUEUE
 from worker.health import reason, redacted
 
 SECTIONS = (
@@ -360,20 +360,23 @@ def _queue_depth(url: str) -> Section:
 
         client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
         try:
-            keys = [DEFAULT_QUEUE] + [
-                f"{DEFAULT_QUEUE}{REDIS_PRIORITY_SEPARATOR}{step}" for step in REDIS_PRIORITY_STEPS
-            ]
             pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.llen(key)
+            for queue in (DEFAULT_QUEUE, BULK_QUEUE):
+                for key in [queue] + [
+                    f"{queue}{REDIS_PRIORITY_SEPARATOR}{step}" for step in REDIS_PRIORITY_STEPS
+                ]:
+                    pipe.llen(key)
             pipe.hlen("unacked")
             *lengths, unacked = pipe.execute()
         finally:
             client.close()
+        per_queue = len(REDIS_PRIORITY_STEPS) + 1
         return {
             "broker": f"Redis at {redacted(url)}",
             "queue": DEFAULT_QUEUE,
-            "messages": int(sum(lengths)),
+            "messages": int(sum(lengths[:per_queue])),
+            "bulk_queue": BULK_QUEUE,
+            "bulk_messages": int(sum(lengths[per_queue:])),
             # Delivered to a worker, not yet acknowledged; kombu keeps one hash for all queues.
             "unacked_all_queues": int(unacked),
         }
@@ -391,11 +394,17 @@ def _queue_depth(url: str) -> Section:
                         "(a worker declares it when it starts)"
                     ) from exc
                 raise
+            try:
+                _, bulk_messages, _ = channel.queue_declare(queue=BULK_QUEUE, passive=True)
+            except Exception:
+                bulk_messages = 0
         return {
             "broker": f"RabbitMQ at {redacted(url)}",
             "queue": DEFAULT_QUEUE,
             "messages": int(messages),
             "consumers": int(consumers),
+            "bulk_queue": BULK_QUEUE,
+            "bulk_messages": int(bulk_messages),
         }
     raise Unavailable(f"n/a for a {scheme} broker")
 
@@ -560,6 +569,8 @@ def _render_cache(section: Section) -> list[str]:
 
 def _render_queue(section: Section) -> list[str]:
     line = f"  {section['messages']:,} messages waiting ({section['broker']})"
+    if "bulk_messages" in section:
+        line += f"; {section['bulk_messages']:,} enrollment entry steps in {section['bulk_queue']}"
     if "unacked_all_queues" in section:
         line += f"; {section['unacked_all_queues']:,} delivered but unacknowledged (all queues)"
     if "consumers" in section:
