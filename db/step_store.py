@@ -92,7 +92,6 @@ class StepWrite:
 
 
 STATE_KEYS = tuple(StepState.__dataclass_fields__)
-RECENT_KEYS = tuple(RecentExecution.__dataclass_fields__)
 
 # --- PostgreSQL ----------------------------------------------------------------------------
 
@@ -106,21 +105,24 @@ SELECT jc.id, jc.tenant_id, jc.journey_id, jc.contact_id, jc.status, jc.current_
              AND g.tenant_id = jc.tenant_id AND g.executed_at IS NOT NULL
            ORDER BY g.executed_at DESC LIMIT :loop_limit
        ) AS loop_times,
-       r.id AS recent_id, r.node_id AS recent_node_id, r.node_type AS recent_node_type,
-       r.status AS recent_status, r.step_seq AS recent_step_seq,
-       r.executed_at AS recent_executed_at, r.created_at AS recent_created_at
+       COALESCE((
+           SELECT json_agg(
+                      json_build_array(r.id, r.node_id, r.node_type, r.status, r.step_seq,
+                                       r.executed_at, r.created_at)
+                      ORDER BY r.created_at DESC, r.executed_at DESC)
+           FROM (
+               SELECT e.id, e.node_id, n.type AS node_type, e.status, e.step_seq,
+                      e.executed_at, e.created_at
+               FROM journey_node_executions e LEFT JOIN journey_nodes n ON n.id = e.node_id
+               WHERE e.journey_contact_id = jc.id AND e.tenant_id = jc.tenant_id
+               ORDER BY e.created_at DESC, e.executed_at DESC
+               LIMIT {RECENT_EXECUTIONS_LIMIT}
+           ) r
+       ), CAST('[]' AS json)) AS recent
 FROM journey_contacts jc
 JOIN journeys j ON j.id = jc.journey_id
 JOIN tenants t ON t.id = jc.tenant_id
 JOIN contacts c ON c.id = jc.contact_id
-LEFT JOIN LATERAL (
-    SELECT e.id, e.node_id, n.type AS node_type, e.status, e.step_seq, e.executed_at,
-           e.created_at
-    FROM journey_node_executions e LEFT JOIN journey_nodes n ON n.id = e.node_id
-    WHERE e.journey_contact_id = jc.id AND e.tenant_id = jc.tenant_id
-    ORDER BY e.created_at DESC, e.executed_at DESC
-    LIMIT {RECENT_EXECUTIONS_LIMIT}
-) r ON true
 WHERE jc.id = :journey_contact_id AND jc.tenant_id = :tenant_id
 """)
 
@@ -183,23 +185,21 @@ class PostgresStepStore:
     def load(
         self, tenant_id: uuid.UUID, journey_contact_id: uuid.UUID, loop_limit: int
     ) -> LoadedStep | None:
-        rows = self.connection.execute(
+        row = self.connection.execute(
             LOAD_SQL,
             {
                 "journey_contact_id": journey_contact_id,
                 "tenant_id": tenant_id,
                 "loop_limit": loop_limit,
             },
-        ).all()
-        if not rows:
+        ).one_or_none()
+        if row is None:
             return None
-        first = rows[0]._mapping
+        first = row._mapping
         state = {k: first[k] for k in STATE_KEYS}
-        recent = [
-            RecentExecution(**{k: r._mapping[f"recent_{k}"] for k in RECENT_KEYS})
-            for r in rows
-            if r._mapping["recent_id"] is not None
-        ]
+        # One row, the recent executions as a JSON array: the state columns (the contact's
+        # attributes among them) are sent and parsed once, not once per execution.
+        recent = [_recent_from_json(item) for item in first["recent"]]
         return LoadedStep(_state(state), recent, [as_utc(t) for t in first["loop_times"]])  # type: ignore[misc]
 
     def write(self, write: StepWrite) -> bool:
@@ -259,6 +259,19 @@ STILL_CURRENT_SQL = text(
     "SELECT 1 FROM journey_contacts WHERE id = :journey_contact_id AND step_seq = :step_seq"
     " AND status IN ('ACTIVE', 'WAITING')"
 )
+
+
+def _recent_from_json(item: list[Any]) -> RecentExecution:
+    id_, node_id, node_type, status, step_seq, executed_at, created_at = item
+    return RecentExecution(
+        id=uuid.UUID(id_),
+        node_id=uuid.UUID(node_id) if node_id else None,
+        node_type=node_type,
+        status=status,
+        step_seq=step_seq,
+        executed_at=datetime.fromisoformat(executed_at) if executed_at else None,
+        created_at=datetime.fromisoformat(created_at),
+    )
 
 
 def _state(values: dict[str, Any]) -> StepState:

@@ -104,7 +104,7 @@ def test_steady_state_reads_nodes_and_tenants_from_redis_once_per_execution(
     assert stats["node"]["misses"] == 1 and stats["node"]["hits"] == executions - 1
     assert real_cache.hit_ratio("tenant") == pytest.approx((executions - 1) / executions)
     # Per step on PostgreSQL: ONE read (state, tenant and journey status, contact, recent
-    # executions through a LATERAL join, the loop guard's times) and ONE write (the conditional
+    # executions as one JSON array, the loop guard's times) and ONE write (the conditional
     # claim with the execution, message, attribute merge and next state as data-modifying CTEs),
     # each in autocommit: 2 statements, 2 round trips on the wire, no BEGIN, no COMMIT.
     assert counter.by_kind["SELECT"] == executions + node_and_tenant_reads

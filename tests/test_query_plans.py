@@ -236,7 +236,7 @@ def test_the_queries_return_what_they_should(plan_db: PlanDb) -> None:
 
 
 def test_the_steps_own_read_uses_the_indexes(plan_db: PlanDb) -> None:
-    """The production read (db/step_store.py): the recent executions (LATERAL) and the loop
+    """The production read (db/step_store.py): the recent executions (a JSON subquery) and the loop
     guard (correlated subquery) folded into one statement still go through the seed's indexes."""
     from db.step_store import LOAD_SQL
 
@@ -251,10 +251,10 @@ def test_the_steps_own_read_uses_the_indexes(plan_db: PlanDb) -> None:
         plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {LOAD_SQL.text}"), params).scalar_one()[0][
             "Plan"
         ]
-        rows = conn.execute(LOAD_SQL, params).all()
+        row = conn.execute(LOAD_SQL, params).one()
     used = indexes_used(plan, "journey_node_executions")
     print(f"step read: {sorted(used)}")
     assert used & CONTACT_LEADING_INDEXES, plan
     assert "journey_contacts_pkey" in indexes_used(plan, "journey_contacts"), plan
     assert not seq_scanned(plan) & {"journey_node_executions", "journey_contacts", "contacts"}, plan
-    assert len(rows) == 10  # the recent-executions window is full for this contact
+    assert len(row.recent) == 10  # the recent-executions window is full for this contact
