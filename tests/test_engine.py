@@ -52,6 +52,15 @@ def journey(pg_engine: Engine) -> JourneyFixture:
     return fixture
 
 
+def make_due(engine: Engine, jc: uuid.UUID) -> None:
+    """Time passes: the journey contact's wait or grace period is over."""
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE journey_contacts SET due_at = now() - interval '1 second' WHERE id = :id"),
+            {"id": jc},
+        )
+
+
 def entry(journey: JourneyFixture) -> uuid.UUID:
     return journey.nodes["hello"]
 
@@ -198,11 +207,7 @@ def test_database_failing_after_the_send_was_recorded_never_sends_twice(
         1,
         "ACTIVE",
     )
-    with pg_engine.begin() as conn:  # the grace period passes
-        conn.execute(
-            text("UPDATE journey_contacts SET due_at = now() - interval '1 second' WHERE id = :id"),
-            {"id": jc},
-        )
+    make_due(pg_engine, jc)  # the grace period passes
     with transaction() as session:
         due = queries.claim_due_steps(session, batch_size=10, grace_seconds=300)
     assert [(d.node_id, d.step_seq) for d in due] == [(journey.nodes["check"], 1)]
@@ -429,10 +434,7 @@ def test_node_deleted_while_contacts_wait_fails_them_with_a_reason(pg_engine) ->
     assert row_counts(pg_engine, jc)["status"] == "WAITING"
     with pg_engine.begin() as conn:
         conn.execute(delete(JourneyNode).where(JourneyNode.id == fixture.nodes["after"]))
-        conn.execute(
-            text("UPDATE journey_contacts SET due_at = now() - interval '1 second' WHERE id = :id"),
-            {"id": jc},
-        )
+    make_due(pg_engine, jc)
     with transaction() as session:
         due = queries.claim_due_steps(session, batch_size=10, grace_seconds=300)
     assert len(due) == 1
@@ -464,11 +466,7 @@ def test_wait_is_stored_in_the_database_and_dispatched_once_when_due(pg_engine) 
     assert run_step(tenant_id, jc, fixture.nodes["after"], 1).outcome == "duplicate"
     with transaction() as session:
         assert queries.claim_due_steps(session, batch_size=10, grace_seconds=300) == []
-    with pg_engine.begin() as conn:
-        conn.execute(
-            text("UPDATE journey_contacts SET due_at = now() - interval '1 second' WHERE id = :id"),
-            {"id": jc},
-        )
+    make_due(pg_engine, jc)
     with transaction() as session:
         due = queries.claim_due_steps(session, batch_size=10, grace_seconds=300)
     with transaction() as session:
@@ -491,11 +489,7 @@ def test_lost_enqueue_is_recovered_by_the_dispatcher(pg_engine, journey) -> None
     lost = next_steps(first)[0]
     with transaction() as session:
         assert queries.claim_due_steps(session, batch_size=10, grace_seconds=60) == []
-    with pg_engine.begin() as conn:  # the grace period passes
-        conn.execute(
-            text("UPDATE journey_contacts SET due_at = now() - interval '1 second' WHERE id = :id"),
-            {"id": jc},
-        )
+    make_due(pg_engine, jc)  # the grace period passes
     with transaction() as session:
         due = queries.claim_due_steps(session, batch_size=10, grace_seconds=60)
     assert [(str(d.node_id), d.step_seq, d.redispatch_count) for d in due] == [
@@ -575,13 +569,7 @@ def test_enroll_is_idempotent_and_ignores_foreign_contacts(pg_engine, journey) -
 def test_each_redispatch_is_counted_and_rearmed(pg_engine, journey) -> None:
     jc = make_journey_contact(pg_engine, journey, journey.contacts[0])
     for _ in range(3):
-        with pg_engine.begin() as conn:
-            conn.execute(
-                text(
-                    "UPDATE journey_contacts SET due_at = now() - interval '1 second' WHERE id = :id"
-                ),
-                {"id": jc},
-            )
+        make_due(pg_engine, jc)
         with transaction() as session:
             due = queries.claim_due_steps(session, batch_size=10, grace_seconds=60)
     assert due[0].redispatch_count == 3
