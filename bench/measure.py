@@ -643,16 +643,6 @@ class WorkerProcess:
             return None
         return proc_cpu_seconds(pids)
 
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "ready." in self.log_path.read_text(errors="replace"):
-                return
-            if not self.alive():
-                raise BenchError(f"worker exited ({self.proc.returncode}):\n{self.log_tail()}")
-            time.sleep(0.1)
-        raise BenchError(f"worker not ready after {timeout:.0f}s:\n{self.log_tail()}")
-
     def stop(self, timeout: float = 30) -> None:
         """Warm shutdown; SIGKILL (this worker and its own children only) if it hangs."""
         if self.alive():

@@ -72,9 +72,6 @@ class BenchJourney:
     def sms_nodes(self) -> int:
         return sum(1 for t in self.node_types if t == "send_sms")
 
-    def type_of(self, node_id: uuid.UUID | str) -> str:
-        return self.node_types[self.node_ids.index(uuid.UUID(str(node_id)))]
-
 
 @dataclass(frozen=True)
 class Walker:

@@ -10,7 +10,7 @@ from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Celery, Task
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from db import queries
 from db.engine import transaction
@@ -30,10 +30,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     IntegrityError,
     SoftTimeLimitExceeded,
 )
-
-
-def _is_disconnect(exc: BaseException) -> bool:
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 _settings = engine_settings()
