@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from db.engine import transaction
 from db.models import Contact, Journey, JourneyContact, JourneyNode, JourneyNodeExecution, Message
 from db.models import Tenant as TenantModel
-from db.queries import seconds_from_now
+from db.clock import seconds_from_now
 from db.statuses import (
     ContactStatus,
     ExecutionStatus,

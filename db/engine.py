@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from db.settings import EMBEDDED_DIR, DbSettings
+
+SQLITE_BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -72,12 +74,24 @@ def _build_sqlite_engine(settings: DbSettings) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling would BEGIN (DEFERRED) on its own; turn it off
+        # and let the "begin" hook below say how each transaction starts.
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys = ON")
         if not in_memory:
             cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(conn: Any) -> None:
+        # execution_options(sqlite_begin="IMMEDIATE") takes the write lock before the first
+        # read: a step reads and writes with no other writer in between (db/step_store.py).
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        if mode not in SQLITE_BEGIN_MODES:
+            raise ValueError(f"sqlite_begin must be one of {SQLITE_BEGIN_MODES}, got {mode!r}")
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 
@@ -108,6 +122,19 @@ def dispose_after_fork() -> None:
     """
     if _engine is not None:
         _engine.dispose(close=False)
+
+
+@contextmanager
+def locking_transaction() -> Iterator[Connection]:
+    """One transaction on a connection, for work that must not run twice at once: row locks
+    (FOR UPDATE) on PostgreSQL; on SQLite, which ignores them, BEGIN IMMEDIATE, which takes the
+    database's write lock before the first read."""
+    engine = get_engine()
+    with (
+        engine.connect().execution_options(sqlite_begin="IMMEDIATE") as connection,
+        connection.begin(),
+    ):
+        yield connection
 
 
 @contextmanager

@@ -20,6 +20,8 @@ SIGNATURES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     names.JOURNEY_DELETED: (frozenset({"tenant_id", "journey_id"}), frozenset()),
     names.TENANT_UPDATED: (frozenset({"tenant_id"}), frozenset()),
     names.DELIVER_MESSAGE: (frozenset({"tenant_id", "message_id"}), frozenset()),
+    names.EXECUTE_BATCH: (frozenset({"tenant_id", "node_id", "journey_contacts"}), frozenset()),
+    names.DELIVER_MESSAGES: (frozenset({"tenant_id", "message_ids"}), frozenset()),
 }
 
 
@@ -53,6 +55,26 @@ def optional_step(kwargs: Mapping[str, Any]) -> int | None:
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise BadMessage(f"step must be a whole number >= 0, got {step!r}")
     return step
+
+
+def step_list_arg(kwargs: Mapping[str, Any], name: str, limit: int) -> list[tuple[uuid.UUID, int]]:
+    """A batch's journey contacts: a non-empty list of [journey_contact_id, step] pairs."""
+    values = kwargs.get(name)
+    if not isinstance(values, list) or not values:
+        raise BadMessage(f"{name} must be a non-empty list of [journey_contact_id, step] pairs")
+    if len(values) > limit:
+        raise BadMessage(f"{name} has {len(values)} entries; at most {limit} per message")
+    pairs = []
+    for index, pair in enumerate(values):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise BadMessage(f"{name}[{index}] must be a [journey_contact_id, step] pair")
+        label = f"{name}[{index}][0]"
+        journey_contact_id = uuid_arg({label: pair[0]}, label)
+        step = optional_step({"step": pair[1]})
+        if step is None:
+            raise BadMessage(f"{name}[{index}][1] must be a whole number >= 0")
+        pairs.append((journey_contact_id, step))
+    return pairs
 
 
 def uuid_list_arg(kwargs: Mapping[str, Any], name: str, limit: int) -> list[uuid.UUID]:

@@ -12,7 +12,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Celery, Task
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from db import queries
+from db import failures
 from db.engine import transaction
 from tasks import metrics
 from tasks.arguments import loggable_ids
@@ -87,23 +87,29 @@ class JourneyTask(Task):
         self, task_id: str, kwargs: dict[str, Any], reason: str, exc: BaseException
     ) -> None:
         tenant_id = _as_uuid(kwargs.get("tenant_id"))
-        journey_contact_id = _as_uuid(kwargs.get("journey_contact_id"))
-        message_id = _as_uuid(kwargs.get("message_id"))
+        steps = _named_steps(kwargs)
+        message_ids = [
+            m
+            for m in (
+                _as_uuid(v) for v in [kwargs.get("message_id"), *_list(kwargs, "message_ids")]
+            )
+            if m is not None
+        ]
         with transaction() as session:
-            queries.record_task_failure(
+            failures.record_task_failure(
                 session,
                 task_name=self.name,
                 task_id=task_id,
                 tenant_id=str(kwargs.get("tenant_id"))[:64] if "tenant_id" in kwargs else None,
-                journey_contact_id=str(journey_contact_id) if journey_contact_id else None,
+                journey_contact_id=str(steps[0][0]) if len(steps) == 1 else None,
                 kwargs=_json_safe(kwargs),
                 error=reason,
             )
-            # A malformed message says nothing about the contact's state: leave the contact be.
-            if tenant_id and journey_contact_id and not isinstance(exc, BadMessage):
-                queries.fail_open_journey_contact(session, tenant_id, journey_contact_id, reason)
-            if tenant_id and message_id:
-                queries.fail_queued_message(session, tenant_id, message_id, reason)
+            # A malformed message says nothing about the contacts' state: leave them be.
+            if tenant_id and steps and not isinstance(exc, BadMessage):
+                failures.fail_open_steps(session, tenant_id, steps, reason)
+            if tenant_id and message_ids:
+                failures.fail_queued_messages(session, tenant_id, message_ids, reason)
 
 
 def publish(app: Celery, followups: Iterable[Followup]) -> int:
@@ -134,6 +140,27 @@ def _as_uuid(value: object) -> uuid.UUID | None:
         return uuid.UUID(str(value)) if isinstance(value, str) else None
     except ValueError:
         return None
+
+
+def _list(kwargs: dict[str, Any], name: str) -> list[Any]:
+    value = kwargs.get(name)
+    return value if isinstance(value, list) else []
+
+
+def _named_steps(kwargs: dict[str, Any]) -> list[tuple[uuid.UUID, int | None]]:
+    """The journey contacts (and their steps) a step task was about, read leniently: the
+    message may be the malformed one."""
+    single = _as_uuid(kwargs.get("journey_contact_id"))
+    if single is not None:
+        step = kwargs.get("step")
+        return [(single, step if isinstance(step, int) and not isinstance(step, bool) else None)]
+    steps: list[tuple[uuid.UUID, int | None]] = []
+    for pair in _list(kwargs, "journey_contacts"):
+        if isinstance(pair, list) and len(pair) == 2:
+            journey_contact_id = _as_uuid(pair[0])
+            if journey_contact_id is not None and isinstance(pair[1], int):
+                steps.append((journey_contact_id, pair[1]))
+    return steps
 
 
 def _json_safe(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from db.queries import OutboundMessage
+from db.delivery import OutboundMessage
 from tasks.errors import PermanentError
 from tasks.http import call_json
 from tasks.settings import EngineSettings

@@ -1,22 +1,32 @@
-"""Executing one step of one journey contact: the seed's executeNode, done right.
+"""Executing one journey node for a batch of journey contacts: the seed's executeNode, done
+right and done set-based. A single contact is a batch of one: same statements, same decisions.
 
-Two statements (db/step_store.py): read everything the step needs, decide in plain Python, then
-claim the step and write the execution, the message and the next state in one atomic statement
-that does nothing if another worker took the step first. What must happen after that commit
-(publishing the next step, handing a message to delivery) is returned as followups, never done
-here.
+Two statements (db/step_store.py): read everything the batch needs, decide each contact in
+plain Python (tasks/nodes.py), then claim every step and write executions, messages and the next
+states in one atomic statement that skips, row by row, any step another worker took first. What
+must happen after that commit (publishing the next steps, handing messages to delivery) is
+returned as followups, grouped so a blast stays batched, never done here.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from db.statuses import ContactStatus, ExecutionStatus, JourneyStatus, TenantStatus
-from db.step_store import ExecutionWrite, StepStore, StepWrite
+from db.step_store import (
+    ExecutionWrite,
+    LoadedStep,
+    MessageWrite,
+    StepState,
+    StepStore,
+    StepWrite,
+    step_uuid,
+)
 from tasks import names
 from tasks.errors import PermanentError, UnknownEntity
 from tasks.http import call_json
@@ -29,12 +39,21 @@ RUNNABLE = (ContactStatus.ACTIVE.value, ContactStatus.WAITING.value)
 
 
 @dataclass(frozen=True)
-class StepCommand:
-    tenant_id: uuid.UUID
+class StepRef:
     journey_contact_id: uuid.UUID
-    node_id: uuid.UUID
-    # The worker's own messages say which step they are for; upstream's may not.
+    # The worker's own messages say which step they are for; upstream's first may not.
     step: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchCommand:
+    tenant_id: uuid.UUID
+    node_id: uuid.UUID
+    steps: tuple[StepRef, ...]
+    # Upstream's execute_node names one journey contact, and an unknown id is a bad message.
+    # The worker's own batches may name journey contacts deleted since (a journey deleted):
+    # those are skipped and counted, and the rest of the batch proceeds.
+    unknown_is_error: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,20 +63,54 @@ class Followup:
     queue: str | None = None  # None: the task's default routing
 
 
-@dataclass
-class StepOutcome:
-    """What happened, for the log line, the metrics and the caller's after-commit work."""
-
-    outcome: str  # executed | duplicate | held | finished | failed
+@dataclass(frozen=True)
+class ContactOutcome:
+    journey_contact_id: uuid.UUID
+    # executed | duplicate | held | finished | failed | unknown | fanned_out
+    outcome: str
     detail: str = ""
-    journey_id: str | None = None
-    node_type: str | None = None
     execution_status: str | None = None
     contact_status: str | None = None
+
+
+@dataclass
+class BatchOutcome:
+    """What happened to each contact, for the log line, the metrics and the after-commit work."""
+
+    tenant_id: uuid.UUID
+    node_id: uuid.UUID
+    journey_id: uuid.UUID | None = None
+    node_type: str | None = None
+    contacts: list[ContactOutcome] = field(default_factory=list)
     followups: list[Followup] = field(default_factory=list)
 
+    def counts(self) -> Counter[str]:
+        return Counter(c.outcome for c in self.contacts)
 
-def execute_step_kwargs(tenant_id: Any, journey_contact_id: Any, node_id: Any, step: int) -> dict:
+
+@dataclass(frozen=True)
+class _Planned:
+    """One contact's write, what it means if its claim holds, and what to publish then."""
+
+    write: StepWrite
+    outcome: ContactOutcome
+    next_node_id: uuid.UUID | None = None  # publish the next step (ACTIVE at that node)
+
+
+def execute_batch_kwargs(
+    tenant_id: uuid.UUID, node_id: uuid.UUID, steps: Iterable[tuple[uuid.UUID, int]]
+) -> dict[str, Any]:
+    """The worker's own batch message: ids and step numbers only, never contact data."""
+    return {
+        "tenant_id": str(tenant_id),
+        "node_id": str(node_id),
+        "journey_contacts": [[str(jc), step] for jc, step in steps],
+    }
+
+
+def execute_node_kwargs(
+    tenant_id: uuid.UUID, journey_contact_id: uuid.UUID, node_id: uuid.UUID, step: int
+) -> dict[str, Any]:
     return {
         "tenant_id": str(tenant_id),
         "journey_contact_id": str(journey_contact_id),
@@ -66,7 +119,15 @@ def execute_step_kwargs(tenant_id: Any, journey_contact_id: Any, node_id: Any, s
     }
 
 
-class StepRunner:
+def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class StepEngine:
+    """Runs one node for a batch. Keeps no per-batch state on itself: each run is a function
+    of the command, the store's rows and the settings."""
+
     def __init__(
         self,
         store: StepStore,
@@ -79,119 +140,192 @@ class StepRunner:
         self.settings = settings
         self.http = http
 
-    def run(self, cmd: StepCommand) -> StepOutcome:
-        self.claimed = True
-        outcome = self._run(cmd)
-        if not self.claimed:
-            # The conditional write found the step already taken: nothing was written, and
-            # nothing may be published.
-            return StepOutcome("duplicate", "another worker took this step", outcome.journey_id)
+    def run(self, cmd: BatchCommand) -> BatchOutcome:
+        outcome = BatchOutcome(cmd.tenant_id, cmd.node_id)
+        refs: list[StepRef] = []
+        seen: set[uuid.UUID] = set()
+        for ref in cmd.steps:
+            if ref.journey_contact_id in seen:
+                outcome.contacts.append(
+                    ContactOutcome(ref.journey_contact_id, "duplicate", "named twice in the batch")
+                )
+            else:
+                seen.add(ref.journey_contact_id)
+                refs.append(ref)
+        loaded = self.store.load(
+            cmd.tenant_id, [r.journey_contact_id for r in refs], self.settings.loop_repeats
+        )
+        candidates: list[LoadedStep] = []
+        for ref in refs:
+            step = loaded.get(ref.journey_contact_id)
+            if step is None:
+                if cmd.unknown_is_error:
+                    raise UnknownEntity("journey_contact", ref.journey_contact_id)
+                outcome.contacts.append(
+                    ContactOutcome(ref.journey_contact_id, "unknown", "unknown journey contact")
+                )
+                continue
+            outcome.journey_id = step.state.journey_id
+            why = _not_this_step(step.state, ref, cmd.node_id)
+            if why:
+                outcome.contacts.append(ContactOutcome(step.state.id, "duplicate", why))
+            else:
+                candidates.append(step)
+
+        planned: list[_Planned] = []
+        at_node: list[LoadedStep] = []
+        for step in candidates:
+            gated = self._gate(step.state)
+            if gated is not None:
+                planned.append(gated)
+            else:
+                at_node.append(step)
+        written: list[_Planned] = []
+        if at_node:
+            node, _tenant = self.reader.node_and_tenant(
+                self.store.connection, cmd.tenant_id, at_node[0].state.journey_id, cmd.node_id
+            )
+            outcome.node_type = node.type if node else None
+            planned += self._at_node(node, at_node, outcome, written)
+        claimed = self.store.write(cmd.tenant_id, [p.write for p in planned])
+        self._settle(planned, claimed, outcome)
+        self._settle(written, {p.write.journey_contact_id for p in written}, outcome)
         return outcome
 
-    def _run(self, cmd: StepCommand) -> StepOutcome:
-        loaded = self.store.load(cmd.tenant_id, cmd.journey_contact_id, self.settings.loop_repeats)
-        if loaded is None:
-            raise UnknownEntity("journey_contact", cmd.journey_contact_id)
-        state, recent = loaded.state, loaded.recent
-        self.state = state
-        journey_id = str(state.journey_id)
+    # --- deciding ----------------------------------------------------------------------
 
-        if state.status not in RUNNABLE:
-            return StepOutcome("duplicate", f"journey contact is {state.status}", journey_id)
-        if cmd.step is not None and cmd.step != state.step_seq:
-            return StepOutcome(
-                "duplicate", f"step {cmd.step} is not the current step {state.step_seq}", journey_id
-            )
-        if state.current_node_id != cmd.node_id:
-            return StepOutcome("duplicate", "node is not the current node", journey_id)
-        if state.status == ContactStatus.WAITING and state.due_at and state.due_at > state.db_now:
-            return StepOutcome("duplicate", "wait is not due yet", journey_id)
-
-        # Gates read from the database in the step's read, never from the cache.
+    def _gate(self, state: StepState) -> _Planned | None:
+        """Gates read from the database in the batch's read, never from the cache."""
         if state.tenant_status != TenantStatus.ACTIVE:
-            return self._hold("tenant_suspended")
+            return _hold(state, "tenant_suspended")
         if state.journey_status == JourneyStatus.ARCHIVED:
-            return self._finish(ContactStatus.EXITED, "journey_archived")
+            return _finish(state, ContactStatus.EXITED, "journey_archived")
         if state.journey_status != JourneyStatus.ACTIVE:
-            return self._hold(f"journey_{state.journey_status.lower()}")
+            return _hold(state, f"journey_{state.journey_status.lower()}")
         if state.step_seq >= self.settings.max_steps:
-            return self._fail("step_limit_exceeded", None)
+            return _fail(state, "step_limit_exceeded", None)
+        return None
 
-        node, _tenant = self.reader.node_and_tenant(
-            self.store.connection, state.tenant_id, state.journey_id, state.current_node_id
-        )
-        if node is None or node.journey_id != journey_id:
-            return self._fail(f"node_not_found: {state.current_node_id}", None)
-
-        if self._loop_detected(loaded.loop_times):
-            return self._fail("loop_detected", node)
-        pending = next(
-            (
-                e.id
-                for e in recent
-                if e.node_id == state.current_node_id
-                and e.status in (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
-                and e.step_seq in (None, state.step_seq)
-            ),
-            None,
-        )
-        previous = next((e for e in recent if e.status != ExecutionStatus.PENDING), None)
-
-        contact = ContactView(
-            id=str(state.contact_id),
-            phone=state.phone,
-            email=state.email,
-            attributes=dict(state.attributes or {}),
-            opted_out=state.opted_out_at is not None and state.opted_out_at <= state.db_now,
-        )
-        try:
-            config = parse_node_config(node.type, node.config)
-            decision = decide(
-                node.type,
-                config,
-                node_id=node.id,
-                next_node_id=node.next_node_id,
-                contact=contact,
-                db_now=state.db_now,
-            )
-        except PermanentError as exc:
-            return self._fail(exc.reason, node, pending)
-        if decision.webhook is None:
-            return self._apply(decision, node, pending)
-        # The one outside effect: serialize it per journey contact, so a duplicate message
-        # running at the same moment waits and then finds the step taken instead of calling
-        # the webhook a second time (the Idempotency-Key covers what a crash may repeat).
-        with self.store.exclusive(state.id, state.step_seq) as still_current:
-            if not still_current:
-                return StepOutcome("duplicate", "another worker took this step", journey_id)
+    def _at_node(
+        self,
+        node: NodeRecord | None,
+        steps: list[LoadedStep],
+        outcome: BatchOutcome,
+        written: list[_Planned],
+    ) -> list[_Planned]:
+        """Decide each contact at the node. Webhooks (an outside effect) run per contact: alone
+        in their task, or fanned out to single-contact tasks when there are several."""
+        planned: list[_Planned] = []
+        config = None
+        config_error: PermanentError | None = None
+        if node is not None:
             try:
-                decision = self._call_webhook(
-                    decision, node, previous.node_id if previous else None
+                config = parse_node_config(node.type, node.config)
+            except PermanentError as exc:
+                config_error = exc
+        webhook_steps: list[tuple[LoadedStep, NodeDecision, uuid.UUID | None]] = []
+        for step in steps:
+            state = step.state
+            if node is None or node.journey_id != state.journey_id:
+                planned.append(_fail(state, f"node_not_found: {state.current_node_id}", None))
+                continue
+            assert state.current_node_id is not None
+            if self._loop_detected(state.db_now, step.loop_times):
+                planned.append(_fail(state, "loop_detected", node))
+                continue
+            pending = _pending_execution(step)
+            if config_error is not None:
+                planned.append(_fail(state, config_error.reason, node, pending))
+                continue
+            assert config is not None
+            try:
+                decision = decide(
+                    node.type,
+                    config,
+                    node_id=node.id,
+                    next_node_id=node.next_node_id,
+                    contact=_contact_view(state),
+                    db_now=state.db_now,
                 )
             except PermanentError as exc:
-                return self._fail(exc.reason, node, pending)
-            return self._apply(decision, node, pending)
+                planned.append(_fail(state, exc.reason, node, pending))
+                continue
+            if decision.webhook is None:
+                planned.append(self._apply(state, decision, node, pending))
+            else:
+                webhook_steps.append((step, decision, pending))
+        if len(webhook_steps) == 1:
+            step, decision, pending = webhook_steps[0]
+            written += self._webhook_step(step, decision, node, pending, outcome)  # type: ignore[arg-type]
+        else:
+            for step, _decision, _pending in webhook_steps:
+                state = step.state
+                outcome.contacts.append(
+                    ContactOutcome(state.id, "fanned_out", "webhook runs as its own task")
+                )
+                outcome.followups.append(
+                    Followup(
+                        names.EXECUTE_NODE,
+                        execute_node_kwargs(
+                            state.tenant_id, state.id, state.current_node_id, state.step_seq
+                        ),  # type: ignore[arg-type]
+                    )
+                )
+        return planned
 
-    # --- outcomes ----------------------------------------------------------------------
-
-    def _loop_detected(self, times: list[datetime]) -> bool:
+    def _loop_detected(self, db_now: datetime, times: Sequence[datetime]) -> bool:
         """The last loop_repeats runs of this node all fell within the window: this would be one
         more. A weekly loop through a wait never trips it; a tight loop does, on its 4th run."""
-        window_start = self.state.db_now - timedelta(seconds=self.settings.loop_window_seconds)
+        window_start = db_now - timedelta(seconds=self.settings.loop_window_seconds)
         limit = self.settings.loop_repeats
         return len(times) >= limit and min(times[:limit]) >= window_start
 
+    def _webhook_step(
+        self,
+        step: LoadedStep,
+        decision: NodeDecision,
+        node: NodeRecord,
+        pending: uuid.UUID | None,
+        outcome: BatchOutcome,
+    ) -> list[_Planned]:
+        """The one outside effect: serialized per journey contact, so a duplicate running at the
+        same moment waits and then finds the step taken instead of calling a second time (the
+        Idempotency-Key covers what a crash may repeat). Written inside the exclusive hold."""
+        state = step.state
+        with self.store.exclusive(state.id, state.step_seq) as guarded:
+            if guarded is None:
+                outcome.contacts.append(
+                    ContactOutcome(state.id, "duplicate", "another worker took this step")
+                )
+                return []
+            try:
+                decision = self._call_webhook(state, decision, node, _previous_node(step))
+                planned = self._apply(state, decision, node, pending)
+            except PermanentError as exc:
+                planned = _fail(state, exc.reason, node, pending)
+            claimed = guarded.write(state.tenant_id, [planned.write])
+        if state.id not in claimed:
+            outcome.contacts.append(
+                ContactOutcome(state.id, "duplicate", "another worker took this step")
+            )
+            return []
+        return [planned]
+
     def _call_webhook(
-        self, decision: NodeDecision, node: NodeRecord, previous_node_id: uuid.UUID | None
+        self,
+        state: StepState,
+        decision: NodeDecision,
+        node: NodeRecord,
+        previous_node_id: uuid.UUID | None,
     ) -> NodeDecision:
-        state, call = self.state, decision.webhook
+        call = decision.webhook
         assert call is not None
         payload = {
             "tenant_id": str(state.tenant_id),
             "journey_id": str(state.journey_id),
             "journey_contact_id": str(state.id),
             "contact_id": str(state.contact_id),
-            "node_id": node.id,
+            "node_id": str(node.id),
             "step": state.step_seq,
             "previous_node_id": str(previous_node_id) if previous_node_id else None,
         }
@@ -207,117 +341,209 @@ class StepRunner:
             next_node_id=decision.next_node_id, result={"http_status": response.status}
         )
 
-    def _write(self, **changes: Any) -> None:
-        state = self.state
-        fields = {
-            "tenant_id": state.tenant_id,
-            "journey_contact_id": state.id,
-            "contact_id": state.contact_id,
-            "step_seq": state.step_seq,
-            "current_node_id": state.current_node_id,
-            "next_step_seq": state.step_seq,
-        }
-        self.claimed = self.store.write(StepWrite(**(fields | changes)))
-
-    def _hold(self, reason: str) -> StepOutcome:
-        """Keep the contact at this step, sending nothing, until the tenant or journey resumes."""
-        self._write(status=ContactStatus.PAUSED, status_reason=reason)
-        return StepOutcome(
-            "held", reason, str(self.state.journey_id), contact_status=ContactStatus.PAUSED
-        )
-
-    def _finish(self, status: ContactStatus, reason: str) -> StepOutcome:
-        self._write(status=status, status_reason=reason, completed=True)
-        return StepOutcome("finished", reason, str(self.state.journey_id), contact_status=status)
-
-    def _fail(
-        self, reason: str, node: NodeRecord | None, pending: uuid.UUID | None = None
-    ) -> StepOutcome:
-        """FAILED with the reason; the step's execution row says FAILED too when there is a node."""
-        execution = None
-        if node is not None:
-            execution = ExecutionWrite(
-                id=pending or uuid.uuid4(),
-                existing=pending is not None,
-                node_id=self.state.current_node_id,
-                status=ExecutionStatus.FAILED,
-                error=reason,
-                result={},
-            )
-        self._write(
-            status=ContactStatus.FAILED,
-            status_reason=reason,
-            completed=True,
-            next_step_seq=self.state.step_seq + (1 if node else 0),
-            execution=execution,
-        )
-        return StepOutcome(
-            "failed",
-            reason,
-            str(self.state.journey_id),
-            node.type if node else None,
-            ExecutionStatus.FAILED if node else None,
-            ContactStatus.FAILED,
-        )
-
     def _apply(
-        self, decision: NodeDecision, node: NodeRecord, pending: uuid.UUID | None
-    ) -> StepOutcome:
-        state = self.state
+        self,
+        state: StepState,
+        decision: NodeDecision,
+        node: NodeRecord,
+        pending: uuid.UUID | None,
+    ) -> _Planned:
         execution = ExecutionWrite(
-            id=pending or uuid.uuid4(),
+            id=pending or step_uuid("execution", state.id, state.step_seq),
             existing=pending is not None,
-            node_id=state.current_node_id,
+            node_id=node.id,
             status=decision.execution_status,
             error=None,
             result=decision.result,
         )
-        outcome = StepOutcome(
-            "executed", "", str(state.journey_id), node.type, decision.execution_status
+        message = (
+            MessageWrite(step_uuid("message", state.id, state.step_seq), decision.sms_body)
+            if decision.sms_body is not None
+            else None
         )
-        message_id = uuid.uuid4() if decision.sms_body is not None else None
-        if message_id is not None:
-            outcome.followups.append(
-                Followup(
-                    names.DELIVER_MESSAGE,
-                    {"tenant_id": str(state.tenant_id), "message_id": str(message_id)},
-                )
-            )
-        next_step = state.step_seq + 1
-        next_node = uuid.UUID(decision.next_node_id) if decision.next_node_id else None
-        changes: dict[str, Any] = {}
+        base = {
+            "journey_contact_id": state.id,
+            "contact_id": state.contact_id,
+            "step_seq": state.step_seq,
+            "next_step_seq": state.step_seq + 1,
+            "execution": execution,
+            "message": message,
+            "attribute_updates": decision.attribute_updates,
+        }
+        next_node = decision.next_node_id
         if decision.terminal_status is not None or next_node is None:
             status = decision.terminal_status or ContactStatus.COMPLETED
-            changes = {
-                "current_node_id": None,
-                "status_reason": decision.terminal_reason,
-                "completed": True,
-            }
+            write = StepWrite(
+                **base,
+                status=status,
+                current_node_id=None,
+                status_reason=decision.terminal_reason,
+                completed=True,
+            )
+            publish_next = None
         elif decision.wake_at is not None:
             status = ContactStatus.WAITING
-            changes = {"current_node_id": next_node, "due_at": decision.wake_at}
+            write = StepWrite(
+                **base, status=status, current_node_id=next_node, due_at=decision.wake_at
+            )
+            publish_next = None
         else:
             status = ContactStatus.ACTIVE
-            # Due again after the grace period: if the message published below is lost, the
-            # dispatcher publishes this step again.
-            changes = {
-                "current_node_id": next_node,
-                "due_in_seconds": self.settings.redispatch_grace_seconds,
-            }
+            # Due again after the grace period: if the message published after the commit is
+            # lost, the dispatcher publishes this step again.
+            write = StepWrite(
+                **base,
+                status=status,
+                current_node_id=next_node,
+                due_in_seconds=self.settings.redispatch_grace_seconds,
+            )
+            publish_next = next_node
+        return _Planned(
+            write,
+            ContactOutcome(state.id, "executed", "", decision.execution_status, status),
+            publish_next,
+        )
+
+    # --- after the write ---------------------------------------------------------------
+
+    def _settle(
+        self, planned: list[_Planned], claimed: set[uuid.UUID], outcome: BatchOutcome
+    ) -> None:
+        """Outcomes for every planned write, and followups only for those whose claim held."""
+        next_steps: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = {}
+        messages: list[uuid.UUID] = []
+        for item in planned:
+            write = item.write
+            if write.journey_contact_id not in claimed:
+                # The conditional write found the step already taken: nothing was written, and
+                # nothing may be published.
+                outcome.contacts.append(
+                    ContactOutcome(
+                        write.journey_contact_id, "duplicate", "another worker took this step"
+                    )
+                )
+                continue
+            outcome.contacts.append(item.outcome)
+            if item.next_node_id is not None:
+                next_steps.setdefault(item.next_node_id, []).append(
+                    (write.journey_contact_id, write.next_step_seq)
+                )
+            if write.message is not None:
+                messages.append(write.message.id)
+        size = self.settings.batch_size
+        for node_id, steps in next_steps.items():
+            for chunk in chunked(steps, size):
+                outcome.followups.append(
+                    Followup(
+                        names.EXECUTE_BATCH, execute_batch_kwargs(outcome.tenant_id, node_id, chunk)
+                    )
+                )
+        for chunk in chunked(messages, size):
             outcome.followups.append(
                 Followup(
-                    names.EXECUTE_NODE,
-                    execute_step_kwargs(state.tenant_id, state.id, next_node, next_step),
+                    names.DELIVER_MESSAGES,
+                    {"tenant_id": str(outcome.tenant_id), "message_ids": [str(m) for m in chunk]},
                 )
             )
-        self._write(
-            status=status,
-            next_step_seq=next_step,
-            execution=execution,
-            message_id=message_id,
-            message_body=decision.sms_body,
-            attribute_updates=decision.attribute_updates,
-            **changes,
+
+
+# --- plain functions over one contact's state ---------------------------------------------
+
+
+def _not_this_step(state: StepState, ref: StepRef, node_id: uuid.UUID) -> str | None:
+    """Why this message is not (or no longer) for the contact's current step, if it is not."""
+    if state.status not in RUNNABLE:
+        return f"journey contact is {state.status}"
+    if ref.step is not None and ref.step != state.step_seq:
+        return f"step {ref.step} is not the current step {state.step_seq}"
+    if state.current_node_id != node_id:
+        return "node is not the current node"
+    if state.status == ContactStatus.WAITING and state.due_at and state.due_at > state.db_now:
+        return "wait is not due yet"
+    return None
+
+
+def _contact_view(state: StepState) -> ContactView:
+    return ContactView(
+        id=state.contact_id,
+        phone=state.phone,
+        email=state.email,
+        attributes=dict(state.attributes),
+        opted_out=state.opted_out_at is not None and state.opted_out_at <= state.db_now,
+    )
+
+
+def _pending_execution(step: LoadedStep) -> uuid.UUID | None:
+    """The PENDING (or RUNNING) row upstream made for this step, to complete in place."""
+    state = step.state
+    return next(
+        (
+            e.id
+            for e in step.recent
+            if e.node_id == state.current_node_id
+            and e.status in (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
+            and e.step_seq in (None, state.step_seq)
+        ),
+        None,
+    )
+
+
+def _previous_node(step: LoadedStep) -> uuid.UUID | None:
+    previous = next((e for e in step.recent if e.status != ExecutionStatus.PENDING), None)
+    return previous.node_id if previous else None
+
+
+def _unchanged(state: StepState) -> dict[str, Any]:
+    return {
+        "journey_contact_id": state.id,
+        "contact_id": state.contact_id,
+        "step_seq": state.step_seq,
+        "current_node_id": state.current_node_id,
+        "next_step_seq": state.step_seq,
+    }
+
+
+def _hold(state: StepState, reason: str) -> _Planned:
+    """Keep the contact at this step, sending nothing, until the tenant or journey resumes."""
+    write = StepWrite(**_unchanged(state), status=ContactStatus.PAUSED, status_reason=reason)
+    return _Planned(
+        write, ContactOutcome(state.id, "held", reason, contact_status=ContactStatus.PAUSED)
+    )
+
+
+def _finish(state: StepState, status: ContactStatus, reason: str) -> _Planned:
+    write = StepWrite(**_unchanged(state), status=status, status_reason=reason, completed=True)
+    return _Planned(write, ContactOutcome(state.id, "finished", reason, contact_status=status))
+
+
+def _fail(
+    state: StepState, reason: str, node: NodeRecord | None, pending: uuid.UUID | None = None
+) -> _Planned:
+    """FAILED with the reason; the step's execution row says FAILED too when there is a node."""
+    execution = None
+    if node is not None:
+        execution = ExecutionWrite(
+            id=pending or step_uuid("execution", state.id, state.step_seq),
+            existing=pending is not None,
+            node_id=node.id,
+            status=ExecutionStatus.FAILED,
+            error=reason,
+            result={},
         )
-        outcome.contact_status = status
-        return outcome
+    write = StepWrite(
+        **{**_unchanged(state), "next_step_seq": state.step_seq + (1 if node else 0)},
+        status=ContactStatus.FAILED,
+        status_reason=reason,
+        completed=True,
+        execution=execution,
+    )
+    return _Planned(
+        write,
+        ContactOutcome(
+            state.id,
+            "failed",
+            reason,
+            ExecutionStatus.FAILED if node else None,
+            ContactStatus.FAILED,
+        ),
+    )

@@ -1,4 +1,7 @@
-"""The one way the engine reads journey nodes and tenants: Redis first, PostgreSQL on a miss."""
+"""The one way the engine reads journey nodes and tenants: Redis first, PostgreSQL on a miss.
+
+The cache stores JSON (strings); these records carry UUIDs, converted once at this edge.
+"""
 
 from __future__ import annotations
 
@@ -6,53 +9,73 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
-from db import queries
+from db import lookups
 
 if TYPE_CHECKING:
     from cache import JourneyCache
 
 
+def _uuid_or_none(value: str | uuid.UUID | None) -> uuid.UUID | None:
+    return None if value is None else uuid.UUID(str(value))
+
+
+def _str_or_none(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class NodeRecord:
-    id: str
-    journey_id: str
+    id: uuid.UUID
+    journey_id: uuid.UUID
     type: str
     config: Any
-    next_node_id: str | None
+    next_node_id: uuid.UUID | None
 
     def to_cache(self) -> dict[str, Any]:
         return {
-            "id": self.id,
-            "journey_id": self.journey_id,
+            "id": str(self.id),
+            "journey_id": str(self.journey_id),
             "type": self.type,
             "config": self.config,
-            "next_node_id": self.next_node_id,
+            "next_node_id": _str_or_none(self.next_node_id),
         }
 
     @classmethod
     def from_cache(cls, value: dict[str, Any]) -> NodeRecord:
-        return cls(**value)
+        return cls(
+            id=uuid.UUID(value["id"]),
+            journey_id=uuid.UUID(value["journey_id"]),
+            type=value["type"],
+            config=value["config"],
+            next_node_id=_uuid_or_none(value["next_node_id"]),
+        )
 
 
 @dataclass(frozen=True)
 class TenantRecord:
-    id: str
+    id: uuid.UUID
     name: str
     status: str
     settings: dict[str, Any]
 
     def to_cache(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "status": self.status, "settings": self.settings}
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "status": self.status,
+            "settings": self.settings,
+        }
 
     @classmethod
     def from_cache(cls, value: dict[str, Any]) -> TenantRecord:
-        return cls(**value)
-
-
-def _str_or_none(value: uuid.UUID | None) -> str | None:
-    return None if value is None else str(value)
+        return cls(
+            id=uuid.UUID(value["id"]),
+            name=value["name"],
+            status=value["status"],
+            settings=value["settings"],
+        )
 
 
 class JourneyReader:
@@ -63,45 +86,49 @@ class JourneyReader:
         self.cache = cache
 
     def node_and_tenant(
-        self, session: Session, tenant_id: uuid.UUID, journey_id: uuid.UUID, node_id: uuid.UUID
+        self,
+        connection: Connection,
+        tenant_id: uuid.UUID,
+        journey_id: uuid.UUID,
+        node_id: uuid.UUID,
     ) -> tuple[NodeRecord | None, TenantRecord | None]:
         tid, jid, nid = str(tenant_id), str(journey_id), str(node_id)
         read = self.cache.read(tid, jid, nid) if self.cache is not None else None
         node = NodeRecord.from_cache(read.node) if read and read.node else None
         tenant = TenantRecord.from_cache(read.tenant) if read and read.tenant else None
         if node is None:
-            nodes = self._load_nodes(session, tenant_id, journey_id)
-            node = nodes.get(nid)
+            nodes = self._load_nodes(connection, tenant_id, journey_id)
+            node = nodes.get(node_id)
             if read is not None and read.available and nodes:
                 self.cache.fill_nodes(  # type: ignore[union-attr]
-                    tid, jid, {k: v.to_cache() for k, v in nodes.items()}, read.journey_token
+                    tid, jid, {str(k): v.to_cache() for k, v in nodes.items()}, read.journey_token
                 )
         if tenant is None:
-            tenant = self._load_tenant(session, tenant_id)
+            tenant = self._load_tenant(connection, tenant_id)
             if read is not None and read.available and tenant is not None:
                 self.cache.fill_tenant(tid, tenant.to_cache(), read.tenant_token)  # type: ignore[union-attr]
         return node, tenant
 
     @staticmethod
     def _load_nodes(
-        session: Session, tenant_id: uuid.UUID, journey_id: uuid.UUID
-    ) -> dict[str, NodeRecord]:
+        connection: Connection, tenant_id: uuid.UUID, journey_id: uuid.UUID
+    ) -> dict[uuid.UUID, NodeRecord]:
         return {
-            str(row.id): NodeRecord(
-                id=str(row.id),
-                journey_id=str(row.journey_id),
+            row.id: NodeRecord(
+                id=row.id,
+                journey_id=row.journey_id,
                 type=row.type,
                 config=row.config,
-                next_node_id=_str_or_none(row.next_node_id),
+                next_node_id=row.next_node_id,
             )
-            for row in queries.journey_nodes(session, tenant_id, journey_id)
+            for row in lookups.journey_nodes(connection, tenant_id, journey_id)
         }
 
     @staticmethod
-    def _load_tenant(session: Session, tenant_id: uuid.UUID) -> TenantRecord | None:
-        row = queries.tenant_row(session, tenant_id)
+    def _load_tenant(connection: Connection, tenant_id: uuid.UUID) -> TenantRecord | None:
+        row = lookups.tenant_row(connection, tenant_id)
         if row is None:
             return None
         return TenantRecord(
-            id=str(row.id), name=row.name, status=row.status, settings=row.settings or {}
+            id=row.id, name=row.name, status=row.status, settings=row.settings or {}
         )

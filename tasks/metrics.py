@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     STEPS: Counter
     STEP_SECONDS: Histogram
+    BATCH_SIZE: Histogram
     LOOP_DETECTIONS: Counter
     RETRIES: Counter
     FAILURES: Counter
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 NAMES = (
     "STEPS",
     "STEP_SECONDS",
+    "BATCH_SIZE",
     "LOOP_DETECTIONS",
     "RETRIES",
     "FAILURES",
@@ -49,9 +51,16 @@ def _create() -> dict[str, Any]:
         ),
         "STEP_SECONDS": Histogram(
             "journey_worker_step_seconds",
-            "Time to execute one node, transaction included.",
+            "Time to execute one node for one batch of journey contacts (one for execute_node),"
+            " statements and publishing included.",
             ["node_type"],
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        ),
+        "BATCH_SIZE": Histogram(
+            "journey_worker_batch_contacts",
+            "Journey contacts per executed batch.",
+            ["node_type"],
+            buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500, 1000),
         ),
         "LOOP_DETECTIONS": Counter(
             "journey_worker_loop_detections_total", "Contacts failed as loops."

@@ -1,4 +1,4 @@
-"""Task names: the contract's five and the worker's own."""
+"""Task names: the contract's and the worker's own."""
 
 ENROLL = "journeys.enroll"
 EXECUTE_NODE = "journeys.execute_node"
@@ -6,7 +6,9 @@ JOURNEY_UPDATED = "journeys.journey_updated"
 JOURNEY_DELETED = "journeys.journey_deleted"
 TENANT_UPDATED = "journeys.tenant_updated"
 # The worker's own.
+EXECUTE_BATCH = "journeys.execute_batch"
 DELIVER_MESSAGE = "journeys.deliver_message"
+DELIVER_MESSAGES = "journeys.deliver_messages"
 DISPATCH_DUE = "journeys.dispatch_due"
 PURGE_EXECUTIONS = "journeys.purge_executions"
 

@@ -6,7 +6,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -37,14 +37,14 @@ class ConditionConfig:
     field: str
     op: str
     value: Any
-    true_node_id: str | None
-    false_node_id: str | None
+    true_node_id: uuid.UUID | None
+    false_node_id: uuid.UUID | None
 
 
 @dataclass(frozen=True)
 class SplitBranch:
     weight: float
-    node_id: str | None
+    node_id: uuid.UUID | None
 
 
 @dataclass(frozen=True)
@@ -92,12 +92,12 @@ def _reject_unknown(config: dict[str, Any], allowed: set[str]) -> None:
         raise InvalidNodeConfig(f"unknown key(s) {', '.join(unknown)}")
 
 
-def _node_ref(config: dict[str, Any], key: str) -> str | None:
+def _node_ref(config: dict[str, Any], key: str) -> uuid.UUID | None:
     value = config.get(key)
     if value is None:
         return None
     try:
-        return str(uuid.UUID(str(value)))
+        return uuid.UUID(str(value))
     except ValueError:
         raise InvalidNodeConfig(f"{key} must be a node id (uuid) or null, got {value!r}") from None
 
@@ -134,7 +134,9 @@ def parse_wait(config: dict[str, Any]) -> WaitConfig:
     if until.tzinfo is None:
         # Time zones are explicit: a naive time would mean whatever each worker's clock says.
         raise InvalidNodeConfig(f"wait until needs a time zone (Z or +hh:mm): {raw!r}")
-    return WaitConfig(seconds=None, until=until)
+    # UTC once, here: a database that stores wall-clock times (SQLite) would otherwise keep
+    # 09:00+02:00 as 09:00 and wake the contact two hours late.
+    return WaitConfig(seconds=None, until=until.astimezone(UTC))
 
 
 def parse_condition(config: dict[str, Any]) -> ConditionConfig:

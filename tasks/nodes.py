@@ -7,6 +7,7 @@ outside effect, which the handler describes and the engine performs.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from tasks.node_config import (
 
 @dataclass(frozen=True)
 class ContactView:
-    id: str
+    id: uuid.UUID
     phone: str | None
     email: str | None
     attributes: dict[str, Any]
@@ -57,7 +58,7 @@ class NodeDecision:
     """What a node decided; the engine turns it into rows."""
 
     execution_status: ExecutionStatus = ExecutionStatus.COMPLETED
-    next_node_id: str | None = None
+    next_node_id: uuid.UUID | None = None
     # None: go on to next_node_id now (or finish when it is None). Set: wait until then.
     wake_at: datetime | None = None
     # A terminal status other than COMPLETED (an exit node).
@@ -79,7 +80,9 @@ def render_body(template: str, contact: ContactView) -> str:
     return PLACEHOLDER.sub(replace, template)
 
 
-def send_sms(config: SendSmsConfig, contact: ContactView, next_node_id: str | None) -> NodeDecision:
+def send_sms(
+    config: SendSmsConfig, contact: ContactView, next_node_id: uuid.UUID | None
+) -> NodeDecision:
     if contact.opted_out:
         return NodeDecision(ExecutionStatus.SKIPPED, next_node_id, result={"skipped": "opted_out"})
     if not contact.phone:
@@ -88,7 +91,7 @@ def send_sms(config: SendSmsConfig, contact: ContactView, next_node_id: str | No
     return NodeDecision(next_node_id=next_node_id, sms_body=body)
 
 
-def wait(config: WaitConfig, db_now: datetime, next_node_id: str | None) -> NodeDecision:
+def wait(config: WaitConfig, db_now: datetime, next_node_id: uuid.UUID | None) -> NodeDecision:
     wake_at = (
         db_now + timedelta(seconds=config.seconds) if config.seconds is not None else config.until
     )
@@ -133,13 +136,13 @@ def condition(config: ConditionConfig, contact: ContactView) -> NodeDecision:
     )
 
 
-def split_position(contact_id: str, node_id: str) -> float:
+def split_position(contact_id: uuid.UUID, node_id: uuid.UUID) -> float:
     """A number in [0, 1) fixed for a contact and node, so reruns pick the same branch."""
     digest = hashlib.sha256(f"{contact_id}:{node_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split(config: SplitConfig, contact: ContactView, node_id: str) -> NodeDecision:
+def split(config: SplitConfig, contact: ContactView, node_id: uuid.UUID) -> NodeDecision:
     total = sum(b.weight for b in config.branches)
     point = split_position(contact.id, node_id) * total
     for index, branch in enumerate(config.branches):
@@ -149,7 +152,7 @@ def split(config: SplitConfig, contact: ContactView, node_id: str) -> NodeDecisi
     raise AssertionError("unreachable: split has at least one branch")
 
 
-def update_contact(config: UpdateContactConfig, next_node_id: str | None) -> NodeDecision:
+def update_contact(config: UpdateContactConfig, next_node_id: uuid.UUID | None) -> NodeDecision:
     return NodeDecision(
         next_node_id=next_node_id,
         attribute_updates=config.set,
@@ -157,7 +160,7 @@ def update_contact(config: UpdateContactConfig, next_node_id: str | None) -> Nod
     )
 
 
-def webhook(config: WebhookConfig, next_node_id: str | None) -> NodeDecision:
+def webhook(config: WebhookConfig, next_node_id: uuid.UUID | None) -> NodeDecision:
     call = WebhookCall(config.url, config.method, config.timeout_seconds)
     return NodeDecision(next_node_id=next_node_id, webhook=call)
 
@@ -166,8 +169,8 @@ def decide(
     node_type: str,
     config: NodeConfig,
     *,
-    node_id: str,
-    next_node_id: str | None,
+    node_id: uuid.UUID,
+    next_node_id: uuid.UUID | None,
     contact: ContactView,
     db_now: datetime,
 ) -> NodeDecision:

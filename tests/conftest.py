@@ -4,7 +4,9 @@ that the real Alembic migrations built once per session."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -82,6 +84,38 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     yield engine
     db_engine.use_engine(None)
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head by Alembic, copied for every SQLite test."""
+    from db.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "journey.db"
+    engine = create_engine(f"sqlite:///{path}")
+    upgrade(engine, "head")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_template: Path, tmp_path: Path) -> Iterator[Engine]:
+    """The process engine on a fresh migrated SQLite file, built as the embedded default is."""
+    path = tmp_path / "journey.db"
+    shutil.copy(sqlite_template, path)
+    engine = db_engine.build_engine(DbSettings(url=parse_database_url(f"sqlite:///{path}")))
+    db_engine.use_engine(engine)
+    yield engine
+    db_engine.use_engine(None)
+    engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store_engine(request: pytest.FixtureRequest) -> Engine:
+    """The process engine on each step store in turn: the engine's suite runs on both, so the
+    embedded default can never silently differ from production."""
+    name = "pg_engine" if request.param == "postgresql" else "sqlite_engine"
+    return request.getfixturevalue(name)
 
 
 @pytest.fixture

@@ -1,19 +1,41 @@
-"""Drive the engine the way a task does, without Celery: one transaction per step."""
+"""Drive the engine the way the step tasks do, without Celery: one store per batch."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
+from db.clock import seconds_from_now
 from db.models import JourneyContact, JourneyNodeExecution, Message
 from db.step_store import step_store
 from tasks import names
-from tasks.engine import StepCommand, StepOutcome, StepRunner
+from tasks.engine import BatchCommand, BatchOutcome, StepEngine, StepRef
 from tasks.lookups import JourneyReader
 from tasks.settings import EngineSettings
+
+
+def run_batch(
+    tenant_id: uuid.UUID,
+    node_id: uuid.UUID,
+    steps: Sequence[tuple[uuid.UUID, int | None]],
+    *,
+    unknown_is_error: bool = False,
+    settings: EngineSettings | None = None,
+    reader: JourneyReader | None = None,
+    http: Callable[..., Any] | None = None,
+) -> BatchOutcome:
+    extra = {"http": http} if http else {}
+    command = BatchCommand(
+        tenant_id, node_id, tuple(StepRef(jc, step) for jc, step in steps), unknown_is_error
+    )
+    with step_store() as store:
+        engine = StepEngine(
+            store, reader or JourneyReader(None), settings or EngineSettings(), **extra
+        )
+        return engine.run(command)
 
 
 def run_step(
@@ -21,21 +43,51 @@ def run_step(
     jc_id: uuid.UUID,
     node_id: uuid.UUID,
     step: int | None = None,
-    *,
-    settings: EngineSettings | None = None,
-    reader: JourneyReader | None = None,
-    http: Callable[..., Any] | None = None,
+    **kwargs: Any,
 ) -> StepOutcome:
-    extra = {"http": http} if http else {}
-    with step_store() as store:
-        runner = StepRunner(
-            store, reader or JourneyReader(None), settings or EngineSettings(), **extra
-        )
-        return runner.run(StepCommand(tenant_id, jc_id, node_id, step))
+    """One contact, as upstream's execute_node runs it."""
+    return StepOutcome(
+        run_batch(tenant_id, node_id, [(jc_id, step)], unknown_is_error=True, **kwargs)
+    )
 
 
-def next_steps(outcome: StepOutcome) -> list[dict[str, Any]]:
-    return [f.kwargs for f in outcome.followups if f.task_name == names.EXECUTE_NODE]
+class StepOutcome:
+    """A batch of one seen as one contact's step."""
+
+    def __init__(self, batch: BatchOutcome) -> None:
+        assert len(batch.contacts) == 1, batch.contacts
+        self.batch = batch
+        contact = batch.contacts[0]
+        self.outcome = contact.outcome
+        self.detail = contact.detail
+        self.execution_status = contact.execution_status
+        self.contact_status = contact.contact_status
+        self.node_type = batch.node_type
+        self.followups = batch.followups
+
+
+def next_steps(outcome: StepOutcome | BatchOutcome) -> list[dict[str, Any]]:
+    """The published next steps, one dict per journey contact (node_id, step)."""
+    followups = outcome.followups
+    steps = []
+    for followup in followups:
+        if followup.task_name == names.EXECUTE_BATCH:
+            for jc, step in followup.kwargs["journey_contacts"]:
+                steps.append(
+                    {"journey_contact_id": jc, "node_id": followup.kwargs["node_id"], "step": step}
+                )
+        elif followup.task_name == names.EXECUTE_NODE:
+            steps.append(dict(followup.kwargs))
+    return steps
+
+
+def deliveries(outcome: StepOutcome | BatchOutcome) -> list[str]:
+    return [
+        message_id
+        for f in outcome.followups
+        if f.task_name == names.DELIVER_MESSAGES
+        for message_id in f.kwargs["message_ids"]
+    ]
 
 
 def walk(
@@ -57,6 +109,16 @@ def walk(
             return outcomes
         node_id, step = uuid.UUID(following[0]["node_id"]), following[0]["step"]
     raise AssertionError("journey did not stop within the limit")
+
+
+def make_due(engine: Engine, *journey_contact_ids: uuid.UUID) -> None:
+    """Time passes: the journey contacts' wait or grace period is over."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(JourneyContact)
+            .where(JourneyContact.id.in_(journey_contact_ids))
+            .values(due_at=seconds_from_now(-1))
+        )
 
 
 def row_counts(engine: Engine, jc_id: uuid.UUID) -> dict[str, Any]:

@@ -14,12 +14,12 @@ from tasks.node_config import parse_node_config
 from tasks.nodes import ContactView, decide
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-NEXT = str(uuid.uuid4())
+NEXT = uuid.uuid4()
 
 
 def contact(**attributes: object) -> ContactView:
     return ContactView(
-        id=str(uuid.uuid4()),
+        id=uuid.uuid4(),
         phone="+15550001",
         email="a@example.test",
         attributes=dict(attributes),
@@ -27,7 +27,12 @@ def contact(**attributes: object) -> ContactView:
     )
 
 
-def run(node_type: str, config: dict, who: ContactView | None = None, node_id: str = "n1"):
+def run(
+    node_type: str,
+    config: dict,
+    who: ContactView | None = None,
+    node_id: uuid.UUID = uuid.UUID(int=1),
+):
     parsed = parse_node_config(node_type, config)
     return decide(
         node_type,
@@ -51,7 +56,7 @@ def test_send_sms_missing_placeholder_is_an_error_not_a_blank() -> None:
 
 
 def test_send_sms_skips_opted_out_contact_and_continues() -> None:
-    opted_out = ContactView(str(uuid.uuid4()), "+1555", None, {}, opted_out=True)
+    opted_out = ContactView(uuid.uuid4(), "+1555", None, {}, opted_out=True)
     decision = run("send_sms", {"body": "Hi"}, opted_out)
     assert decision.execution_status == ExecutionStatus.SKIPPED
     assert decision.sms_body is None
@@ -61,7 +66,11 @@ def test_send_sms_skips_opted_out_contact_and_continues() -> None:
 def test_wait_seconds_and_until() -> None:
     assert run("wait", {"seconds": 3600}).wake_at == NOW + timedelta(hours=1)
     until = "2026-12-01T09:00:00+01:00"
-    assert run("wait", {"until": until}).wake_at == datetime.fromisoformat(until)
+    wake_at = run("wait", {"until": until}).wake_at
+    assert wake_at == datetime.fromisoformat(until)
+    # Normalised to UTC when parsed: the stores never see the +01:00 wall clock.
+    assert wake_at is not None and wake_at.utcoffset() == timedelta(0)
+    assert wake_at.hour == 8
 
 
 def test_wait_until_in_the_past_fires_at_once() -> None:
@@ -80,8 +89,8 @@ def test_wait_until_in_the_past_fires_at_once() -> None:
     ],
 )
 def test_condition_on_plan(op: str, value: object, expected: bool) -> None:
-    yes, no = str(uuid.uuid4()), str(uuid.uuid4())
-    config = {"field": "plan", "op": op, "true_node_id": yes, "false_node_id": no}
+    yes, no = uuid.uuid4(), uuid.uuid4()
+    config = {"field": "plan", "op": op, "true_node_id": str(yes), "false_node_id": str(no)}
     if op != "exists":
         config["value"] = value
     assert run("condition", config).next_node_id == (yes if expected else no)
@@ -92,26 +101,26 @@ def test_condition_on_plan(op: str, value: object, expected: bool) -> None:
     [("gt", 5, True), ("gte", 7, True), ("lt", 7, False), ("lte", 7, True), ("gt", "5", False)],
 )
 def test_condition_orders_numbers_only_against_numbers(op: str, value: object, expected: bool):
-    yes = str(uuid.uuid4())
+    yes = uuid.uuid4()
     config = {
         "field": "score",
         "op": op,
         "value": value,
-        "true_node_id": yes,
+        "true_node_id": str(yes),
         "false_node_id": None,
     }
     assert (run("condition", config).next_node_id == yes) is expected
 
 
 def test_condition_missing_field_takes_false_branch() -> None:
-    no = str(uuid.uuid4())
-    config = {"field": "nope", "op": "exists", "true_node_id": None, "false_node_id": no}
+    no = uuid.uuid4()
+    config = {"field": "nope", "op": "exists", "true_node_id": None, "false_node_id": str(no)}
     assert run("condition", config).next_node_id == no
 
 
 def test_split_is_stable_per_contact_and_follows_weights() -> None:
-    a, b = str(uuid.uuid4()), str(uuid.uuid4())
-    config = {"branches": [{"weight": 80, "node_id": a}, {"weight": 20, "node_id": b}]}
+    a, b = uuid.uuid4(), uuid.uuid4()
+    config = {"branches": [{"weight": 80, "node_id": str(a)}, {"weight": 20, "node_id": str(b)}]}
     who = contact()
     first = run("split", config, who).next_node_id
     assert all(run("split", config, who).next_node_id == first for _ in range(5))

@@ -14,6 +14,16 @@ from tasks import names
 from worker import logging_config
 from worker.settings import WorkerSettings, embedded_broker_options
 
+# Every module that defines tasks; the worker imports them at start.
+TASK_MODULES = (
+    "tasks.steps",
+    "tasks.enrollment",
+    "tasks.events",
+    "tasks.deliveries",
+    "tasks.dispatch",
+    "tasks.retention",
+)
+
 
 def worker_concurrency(environ: Mapping[str, str] | None = None) -> int | None:
     """WORKER_CONCURRENCY: prefork children per worker, or None for Celery's default (the CPU
@@ -26,7 +36,7 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings.from_env()
     concurrency = worker_concurrency()
     logging_config.log_format()  # a bad LOG_FORMAT fails here, like every other setting
-    app = Celery("journey_worker", broker=settings.broker_url, include=["tasks.journeys"])
+    app = Celery("journey_worker", broker=settings.broker_url, include=list(TASK_MODULES))
     transport_options: dict[str, object] = {}
     if settings.embedded_broker:
         transport_options.update(embedded_broker_options())

@@ -2,7 +2,8 @@
 
 Celery still sets up the handlers (level, --logfile, stdout redirection); the signal handlers in
 worker/signals.py only swap the formatter on them, in the worker, beat and their children.
-The per-step line (tasks/journeys.py) passes its fields as `extra=`; in JSON they become keys.
+The per-batch and per-step lines (tasks/steps.py) pass their fields as `extra=`; in JSON they
+become keys.
 """
 
 from __future__ import annotations

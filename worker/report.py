@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from db.indexes import PERFORMANCE_INDEXES
 from db.models import JourneyContact, TaskFailure
-from db.queries import seconds_from_now
+from db.clock import seconds_from_now
 from db.statuses import ContactStatus
 from tasks.names import BULK_QUEUE, DEFAULT_QUEUE
 from worker.health import reason, redacted

@@ -187,7 +187,7 @@ def demo(contacts: int, wait_seconds: float, timeout: float) -> None:
     click.echo(f"journey-worker demo: {contacts} contacts; {where}")
 
     demo_journey = seed(engine, contacts, wait_seconds)
-    from tasks.journeys import dispatch_due
+    from tasks.dispatch import dispatch_due
 
     with StatementCounter(engine) as counter, in_process_worker(app, settings.is_sqlite):
         started = time.perf_counter()

@@ -1,0 +1,132 @@
+"""Delivery tasks: hand QUEUED messages to the SMS provider, a batch per task.
+
+One transaction per batch: the batch's QUEUED messages are locked (a message another worker is
+delivering is skipped, not sent twice), each is handed to the provider, and the outcomes are
+recorded together. A transient fault on some messages commits the rest and raises, so Celery's
+retry delivers only what is still QUEUED; the provider sees the message id as Idempotency-Key
+if a crash repeats a send.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from celery import shared_task
+
+from db import delivery
+from db.engine import locking_transaction
+from db.statuses import MessageStatus
+from tasks import metrics, names
+from tasks.arguments import check_kwargs, uuid_arg, uuid_list_arg
+from tasks.base import TRANSIENT_ERRORS, JourneyTask
+from tasks.delivery import provider_from_settings
+from tasks.errors import PermanentError, TransientError, UnknownEntity
+from tasks.settings import MAX_BATCH_SIZE, engine_settings
+
+log = logging.getLogger("journey_worker.delivery")
+
+
+@shared_task(bind=True, base=JourneyTask, name=names.DELIVER_MESSAGES)
+def deliver_messages(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    check_kwargs(names.DELIVER_MESSAGES, args, kwargs)
+    tenant_id = uuid_arg(kwargs, "tenant_id")
+    message_ids = uuid_list_arg(kwargs, "message_ids", MAX_BATCH_SIZE)
+    return dict(Counter(r.outcome for r in deliver(tenant_id, message_ids)))
+
+
+@shared_task(bind=True, base=JourneyTask, name=names.DELIVER_MESSAGE)
+def deliver_message(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """One message (kept for messages published before batched delivery, and for upstream
+    tools that re-deliver one message)."""
+    check_kwargs(names.DELIVER_MESSAGE, args, kwargs)
+    tenant_id, message_id = uuid_arg(kwargs, "tenant_id"), uuid_arg(kwargs, "message_id")
+    [result] = deliver(tenant_id, [message_id])
+    if result.outcome == "unknown":
+        raise UnknownEntity("message", message_id)
+    if result.outcome == "duplicate":
+        return {"outcome": "duplicate", "status": result.detail}
+    if result.outcome == "failed":
+        return {"outcome": "failed", "reason": result.detail}
+    return {"outcome": result.outcome}
+
+
+@dataclass(frozen=True)
+class MessageOutcome:
+    message_id: uuid.UUID
+    outcome: str  # sent | failed | retry | duplicate (already handled) | unknown
+    detail: str = ""
+
+
+def deliver(tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[MessageOutcome]:
+    """Deliver the batch; returns one outcome per id, in order. Raises TransientError (after
+    committing every other outcome) when some messages must be tried again."""
+    provider = provider_from_settings(engine_settings())
+    results: list[delivery.DeliveryResult] = []
+    outcomes: dict[uuid.UUID, MessageOutcome] = {}
+    transient: list[BaseException] = []
+    with locking_transaction() as connection:
+        messages = delivery.lock_queued_messages(connection, tenant_id, message_ids)
+        locked = {m.id for m in messages}
+        others = [m for m in message_ids if m not in locked]
+        # Not QUEUED (delivered already), being delivered by another worker right now, or not
+        # the tenant's message at all.
+        statuses = delivery.message_statuses(connection, tenant_id, others)
+        for message_id in others:
+            status = statuses.get(message_id)
+            outcomes[message_id] = MessageOutcome(
+                message_id, "unknown" if status is None else "duplicate", status or ""
+            )
+        conversations = delivery.ensure_conversations(
+            connection, tenant_id, [m.contact_id for m in messages]
+        )
+        for message in messages:
+            conversation_id = message.conversation_id or conversations[message.contact_id]
+            failure: str | None = None
+            if message.opted_out:
+                failure = "opted_out"
+            else:
+                try:
+                    provider.send(message)
+                except PermanentError as exc:
+                    failure = exc.reason
+                except TRANSIENT_ERRORS as exc:
+                    # Left QUEUED: the task's retry delivers it again, with the same key.
+                    transient.append(exc)
+                    outcomes[message.id] = MessageOutcome(
+                        message.id, "retry", f"{type(exc).__name__}: {exc}"
+                    )
+                    continue
+            if failure is None:
+                results.append(
+                    delivery.DeliveryResult(message.id, MessageStatus.SENT, conversation_id)
+                )
+                outcomes[message.id] = MessageOutcome(message.id, "sent")
+            else:
+                log.error(
+                    "sms failed for good tenant_id=%s message_id=%s reason=%s",
+                    tenant_id,
+                    message.id,
+                    failure,
+                )
+                results.append(
+                    delivery.DeliveryResult(
+                        message.id, MessageStatus.FAILED, conversation_id, failure
+                    )
+                )
+                outcomes[message.id] = MessageOutcome(message.id, "failed", failure)
+        delivery.finish_messages(connection, tenant_id, results)
+    for result in results:
+        metrics.MESSAGES.labels(result.status).inc()
+    retry = [o for o in outcomes.values() if o.outcome == "retry"]
+    if len(transient) == 1:
+        raise transient[0]
+    if retry:
+        raise TransientError(
+            f"{len(retry)} of {len(messages)} deliveries failed for now "
+            f"(first: message {retry[0].message_id}: {retry[0].detail})"
+        )
+    return [outcomes[m] for m in message_ids]
