@@ -31,10 +31,10 @@ from celery import shared_task
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from db.clock import seconds_from_now
 from db.engine import transaction
 from db.models import Contact, Journey, JourneyContact, JourneyNode, JourneyNodeExecution, Message
 from db.models import Tenant as TenantModel
-from db.clock import seconds_from_now
 from db.statuses import (
     ContactStatus,
     ExecutionStatus,

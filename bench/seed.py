@@ -15,8 +15,8 @@ import psycopg
 from sqlalchemy import Engine, create_engine, func, insert, select, text
 from sqlalchemy.engine import URL, make_url
 
-from db.models import Contact, Journey, JourneyContact, JourneyNode, JourneyNodeExecution, Tenant
 from db.clock import seconds_from_now
+from db.models import Contact, Journey, JourneyContact, JourneyNode, JourneyNodeExecution, Tenant
 from tasks.settings import EngineSettings
 
 DEFAULT_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -16,12 +16,12 @@ from sqlalchemy import Engine, func, select, update
 
 from db.models import Contact, Conversation, JourneyNodeExecution, Message, TaskFailure
 from tasks import names
+from tasks.deliveries import deliver_message
 from tasks.engine import execute_node_kwargs as execute_step_kwargs
 from tasks.errors import PermanentError, TransientError
 from tasks.http import PermanentHttpError, TransientHttpError, call_json
-from tasks.deliveries import deliver_message
-from tasks.steps import execute_node
 from tasks.settings import EngineSettings, use_engine_settings
+from tasks.steps import execute_node
 from tests.engine_harness import next_steps, row_counts, run_step
 from tests.factories import (
     JourneyFixture,

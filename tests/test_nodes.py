@@ -15,6 +15,7 @@ from tasks.nodes import ContactView, decide
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NEXT = uuid.uuid4()
+NODE = uuid.UUID(int=1)
 
 
 def contact(**attributes: object) -> ContactView:
@@ -31,7 +32,7 @@ def run(
     node_type: str,
     config: dict,
     who: ContactView | None = None,
-    node_id: uuid.UUID = uuid.UUID(int=1),
+    node_id: uuid.UUID = NODE,
 ):
     parsed = parse_node_config(node_type, config)
     return decide(

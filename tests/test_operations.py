@@ -41,15 +41,14 @@ from worker.app import worker_concurrency
 
 VENV_BIN = Path(sys.executable).parent
 ENROLL = "journeys.enroll"
-EXECUTE_NODE = "journeys.execute_node"
-STEP_KEYS = {
+EXECUTE_BATCH = "journeys.execute_batch"
+BATCH_KEYS = {
     "tenant_id",
     "journey_id",
-    "journey_contact_id",
     "node_id",
     "node_type",
-    "execution_status",
-    "contact_status",
+    "size",
+    "outcomes",
     "duration_ms",
     "task_id",
 }
@@ -412,25 +411,32 @@ def test_json_logs_one_object_per_record(
     def records() -> list[dict[str, Any]]:
         return [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
 
-    def step_records() -> list[dict[str, Any]]:
-        return [r for r in records() if r.get("event") == "step"]
+    def batch_records() -> list[dict[str, Any]]:
+        return [r for r in records() if r.get("event") == "batch"]
 
-    wait_until(lambda: len(step_records()) >= total, timeout=10)
+    def executed_in_batches() -> int:
+        return sum(r["outcomes"].get("executed", 0) for r in batch_records())
+
+    wait_until(lambda: executed_in_batches() >= total, timeout=10)
     worker.stop()
     log = worker.log()
     # No record in Celery's human format; what is not JSON is the banner and shutdown notice,
     # which Celery prints and never logs.
     assert not [line for line in log.splitlines() if line.startswith("[20")]
-    steps = [r for r in step_records() if r["outcome"] == "executed"]
-    assert len(steps) == total
-    for record in steps:
-        assert record.keys() >= STEP_KEYS, record
+    batches = batch_records()
+    # One line per batch, not per contact: 12 contacts walk 3 nodes in a handful of batches.
+    assert executed_in_batches() == total
+    assert len(batches) < total / 2, len(batches)
+    for record in batches:
+        assert record.keys() >= BATCH_KEYS, record
         assert record["logger"] == "journey_worker.steps" and record["level"] == "INFO"
         assert record["journey_id"] == str(journey.journey_id)
         assert isinstance(record["duration_ms"], int | float)
-        assert record["message"].startswith("step executed")
-    assert {r["node_type"] for r in steps} == {"send_sms", "condition", "exit"}
-    assert len({r["task_id"] for r in steps}) == total
+        assert record["message"].startswith("batch ")
+        assert record["size"] == sum(record["outcomes"].values())
+    assert {r["node_type"] for r in batches} == {"send_sms", "condition", "exit"}
+    # Contacts whose step simply executed get no line of their own at INFO.
+    assert not [r for r in records() if r.get("event") == "step"]
     warnings = [r for r in records() if r["logger"] == "journey_worker.budget"]
     assert warnings and warnings[0]["level"] == "WARNING"
     assert "80% of DB_CONNECTION_BUDGET=5" in warnings[0]["message"]
@@ -493,20 +499,23 @@ def test_prometheus_metrics_summed_over_prefork_children(
         total(samples, "journey_worker_steps_total", node_type="send_sms", status="COMPLETED") == 18
     )
     assert total(samples, "journey_worker_steps_total", node_type="exit") == 6
-    assert total(samples, "journey_worker_step_seconds_count") == total(
+    # One observation per batch; the batch sizes add up to the steps.
+    batches = total(samples, "journey_worker_step_seconds_count")
+    assert 0 < batches < executed
+    assert total(samples, "journey_worker_batch_contacts_count") == batches
+    assert total(samples, "journey_worker_batch_contacts_sum") == total(
         samples, "journey_worker_steps_total"
     )
     assert total(samples, "journey_worker_step_seconds_sum") > 0
-    assert total(samples, "journey_worker_step_seconds_bucket", le="+Inf") == total(
-        samples, "journey_worker_steps_total"
-    )
+    assert total(samples, "journey_worker_step_seconds_bucket", le="+Inf") == batches
     # The cache's counters, for this test's key prefix: one miss per group, then hits.
     assert total(samples, "journey_worker_cache_misses_total", group="node") >= 1
     assert total(samples, "journey_worker_cache_hits_total", group="node") >= 1
+    # One cache read per batch.
     assert (
-        total(samples, "journey_worker_cache_hits_total")
-        + total(samples, "journey_worker_cache_misses_total")
-        >= executed
+        total(samples, "journey_worker_cache_hits_total", group="node")
+        + total(samples, "journey_worker_cache_misses_total", group="node")
+        == batches
     )
     # The values came from the children's files, not from the parent.
     writers = {int(p.stem.rsplit("_", 1)[1]) for p in prom_dir.glob("counter_*.db")}
@@ -654,29 +663,34 @@ def test_procfile_under_honcho_runs_a_journey_seen_by_flower(
             for info in workers.values()
         ), workers
 
-        # /api/tasks: every execution, named; arguments are ids (and a step) only.
+        # /api/tasks: every batch, named; arguments are ids (and steps) only.
         def tasks() -> dict[str, Any]:
             return get_json(f"http://127.0.0.1:{flower_port}/api/tasks")
 
-        def by_name(name: str) -> list[dict[str, Any]]:
-            return [t for t in tasks().values() if t.get("name") == name]
+        def contacts_in_succeeded_batches() -> int:
+            return sum(
+                len(ast.literal_eval(t["kwargs"])["journey_contacts"])
+                for t in tasks().values()
+                if t.get("name") == EXECUTE_BATCH and t.get("state") == "SUCCESS"
+            )
 
-        wait_until(
-            lambda: len([t for t in by_name(EXECUTE_NODE) if t.get("state") == "SUCCESS"]) >= steps,
-            timeout=20,
-        )
+        wait_until(lambda: contacts_in_succeeded_batches() >= steps, timeout=20)
         listing = tasks()
-        executed = [t for t in listing.values() if t.get("name") == EXECUTE_NODE]
+        executed = [t for t in listing.values() if t.get("name") == EXECUTE_BATCH]
         assert [t for t in listing.values() if t.get("name") == ENROLL]
         for task in executed:
             kwargs = ast.literal_eval(task["kwargs"])
-            assert set(kwargs) <= {"tenant_id", "journey_contact_id", "node_id", "step"}, kwargs
+            assert set(kwargs) == {"tenant_id", "node_id", "journey_contacts"}, kwargs
         for task in listing.values():
             # Whatever the task, its arguments are ids, lists of ids and step numbers.
             assert ast.literal_eval(task.get("args") or "()") in ((), []), task
             for key, value in ast.literal_eval(task.get("kwargs") or "{}").items():
                 if key == "step":
                     assert isinstance(value, int), task
+                elif key == "journey_contacts":
+                    for journey_contact_id, step in value:
+                        uuid.UUID(journey_contact_id)
+                        assert isinstance(step, int), task
                 else:
                     for item in value if isinstance(value, list) else [value]:
                         uuid.UUID(item)

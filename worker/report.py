@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
+from db.clock import seconds_from_now
 from db.indexes import PERFORMANCE_INDEXES
 from db.models import JourneyContact, TaskFailure
-from db.clock import seconds_from_now
 from db.statuses import ContactStatus
 from tasks.names import BULK_QUEUE, DEFAULT_QUEUE
 from worker.health import reason, redacted
