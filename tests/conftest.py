@@ -14,6 +14,13 @@ from sqlalchemy.engine import make_url
 
 from db import engine as db_engine
 from db.settings import DbSettings, parse_database_url
+from tests.e2e_rig import (  # noqa: F401 - fixtures of the end-to-end rig
+    broker_url,
+    producer,
+    rabbitmq_broker_url,
+    redis_broker_url,
+    rig,
+)
 from tests.services import PG_ADMIN_URL, REDIS_URL, require, unique_name
 
 # Nothing a developer exported may leak into the tests: each test sets what it needs.
