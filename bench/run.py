@@ -267,7 +267,7 @@ def measure_broker(ctx: Context, kind: str) -> BrokerRuns:
             concurrency=o.concurrency,
             loglevel=o.worker_loglevel,
         )
-        app = create_app(WorkerSettings(broker_url=url, embedded_broker=False))
+        app = create_app(WorkerSettings(broker_url=url))
         from bench.celery_app import configure
 
         configure(app)

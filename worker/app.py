@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from datetime import timedelta
 
 from celery import Celery
 from kombu import Queue
 
-from db.settings import env_number
 from tasks import names
-from worker import logging_config
-from worker.settings import WorkerSettings, embedded_broker_options
-
-
-def worker_concurrency(environ: Mapping[str, str] | None = None) -> int | None:
-    """WORKER_CONCURRENCY: prefork children per worker, or None for Celery's default (the CPU
-    count). The command line's -c/--concurrency still wins. ConfigError names the variable."""
-    env = os.environ if environ is None else environ
-    return int(env_number(env, "WORKER_CONCURRENCY", 0, minimum=1, integer=True)) or None
+from worker.settings import WorkerSettings, current_settings, embedded_broker_options
 
 
 def create_app(settings: WorkerSettings | None = None) -> Celery:
-    settings = settings or WorkerSettings.from_env()
-    concurrency = worker_concurrency()
-    logging_config.log_format()  # a bad LOG_FORMAT fails here, like every other setting
-    app = Celery("journey_worker", broker=settings.broker_url, include=["tasks.journeys"])
+    """The app for these settings; by default the process's (worker.settings.use_settings)."""
+    settings = settings if settings is not None else current_settings().worker
+    app = Celery("journey_worker", broker=settings.broker, include=["tasks.journeys"])
     transport_options: dict[str, object] = {}
     if settings.embedded_broker:
         transport_options.update(embedded_broker_options())
-    if settings.broker_url.startswith(("redis", "rediss")):
+    if settings.broker.startswith(("redis", "rediss")):
         # Node tasks are short and waits live in PostgreSQL, so an hour is far beyond any task;
         # the longest retry backoff (300 s by default) stays well under it.
         transport_options["visibility_timeout"] = settings.visibility_timeout
@@ -88,7 +76,7 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
             },
         },
     )
-    if concurrency is not None:
+    if settings.concurrency is not None:
         # Each child holds its own database pool: worker/budget.py checks the total at start.
-        app.conf.worker_concurrency = concurrency
+        app.conf.worker_concurrency = settings.concurrency
     return app
