@@ -8,12 +8,17 @@ from celery import Celery
 from kombu import Queue
 
 from tasks import names
+from tasks.base import RetryPolicy
+from tasks.settings import EngineSettings, engine_settings
 from worker.settings import WorkerSettings, current_settings, embedded_broker_options
 
 
-def create_app(settings: WorkerSettings | None = None) -> Celery:
-    """The app for these settings; by default the process's (worker.settings.use_settings)."""
+def create_app(
+    settings: WorkerSettings | None = None, engine: EngineSettings | None = None
+) -> Celery:
+    """The app for these sections; by default the process's (worker.settings.use_settings)."""
     settings = settings if settings is not None else current_settings().worker
+    engine = engine if engine is not None else engine_settings()
     app = Celery("journey_worker", broker=settings.broker, include=["tasks.journeys"])
     transport_options: dict[str, object] = {}
     if settings.embedded_broker:
@@ -48,6 +53,9 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         # After a lost broker connection, late-ack tasks still running would run again;
         # cancelling them is safe because the step is idempotent and uncommitted work rolls back.
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Celery reads a task's retry limits from its class, once, when the task is bound to
+        # this app: the annotation sets them there from the settings (tasks/base.py).
+        task_annotations=[RetryPolicy(engine)],
         task_soft_time_limit=settings.soft_time_limit,
         task_time_limit=settings.time_limit,
         # Flower and `celery events` need these.

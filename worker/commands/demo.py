@@ -177,7 +177,7 @@ def demo(contacts: int, wait_seconds: float, timeout: float) -> None:
     worker_settings = configured.worker
     if worker_settings.embedded_broker:
         worker_settings = WorkerSettings(broker_url="memory://localhost/")
-    app = create_app(worker_settings)
+    app = create_app(worker_settings, configured.engine)
     cache = get_cache()
     cache.reset_stats()
     where = (
