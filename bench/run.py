@@ -3,7 +3,6 @@ same machine: in-process counts and times, end to end per broker, then growth.""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 import time
@@ -267,7 +266,7 @@ def measure_broker(ctx: Context, kind: str) -> BrokerRuns:
             concurrency=o.concurrency,
             loglevel=o.worker_loglevel,
         )
-        app = create_app(WorkerSettings(broker_url=url, embedded_broker=False))
+        app = create_app(WorkerSettings(broker_url=url))
         from bench.celery_app import configure
 
         configure(app)
@@ -541,7 +540,7 @@ def run(options: Options, echo: Echo = print) -> Outcome:
             f"{cache_prefix}"
         )
         engine = db_engine.build_engine(
-            dataclasses.replace(base_db, url=db_url, pool_size=1, max_overflow=0)
+            base_db.model_copy(update={"url": db_url, "pool_size": 1, "max_overflow": 0})
         )
         cleanup.callback(engine.dispose)
         monitor = create_engine(db_url, poolclass=NullPool)

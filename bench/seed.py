@@ -13,10 +13,11 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, create_engine, func, insert, select, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from db.clock import seconds_from_now
 from db.models import Contact, Journey, JourneyContact, JourneyNode, JourneyNodeExecution, Tenant
+from db.settings import parse_database_url
 from tasks.settings import EngineSettings
 
 DEFAULT_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -26,10 +27,11 @@ NODE_CYCLE = ("send_sms", "condition", "update_contact")
 
 
 def server_url(raw: str | None) -> URL:
-    url = make_url(raw or os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL)
+    # The worker's rules: postgres:// and postgresql:// mean psycopg 3, and no error repeats it.
+    url = parse_database_url(raw or os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL)
     if url.get_backend_name() != "postgresql":
         raise ValueError(f"the benchmark needs PostgreSQL, got {url.get_backend_name()}")
-    return url.set(drivername="postgresql+psycopg")
+    return url
 
 
 def libpq_dsn(url: URL) -> str:

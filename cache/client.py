@@ -40,12 +40,12 @@ def make_redis(settings: CacheSettings) -> redis.Redis:
     The embedded cache lives in each process's memory: invalidations made in one process never
     reach another, so only TTLs bound staleness there. Use a real Redis with several processes.
     """
-    if settings.url is None:
+    if settings.redis_url is None:
         import fakeredis
 
         return fakeredis.FakeRedis(server=_embedded())
     return redis.Redis.from_url(
-        settings.url,
+        settings.redis_url,
         socket_timeout=settings.socket_timeout,
         socket_connect_timeout=settings.socket_timeout,
         health_check_interval=HEALTH_CHECK_INTERVAL_SECONDS,

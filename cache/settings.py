@@ -1,38 +1,32 @@
-"""Cache settings read from the environment, validated once, with errors that name the variable."""
+"""Cache settings: one field per environment variable, validated once, errors name the variable."""
 
 from __future__ import annotations
 
-import math
-import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+
+from envconfig import ConfigError, Section, split_url
+
+__all__ = [
+    "CacheSettings",
+    "ConfigError",
+    "cache_settings",
+    "parse_redis_url",
+    "use_cache_settings",
+]
 
 URL_SCHEMES = ("redis", "rediss", "unix")
 # The prefix becomes part of every key; braces would break the cluster hash tag that follows it.
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
-class ConfigError(ValueError):
-    """A configuration value is malformed; the message names the variable.
-
-    Same shape as db.settings.ConfigError, defined here so the cache never imports db.
-    """
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
-        self.problem = problem
-
-
 def parse_redis_url(raw: str, variable: str = "REDIS_URL") -> str:
     """Check the URL's shape; the message never repeats it, since it may hold a password."""
     try:
-        parts = urlsplit(raw)
-        _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
-    except ValueError:
-        raise ConfigError(variable, "not a valid URL (bad port or brackets)") from None
+        parts = split_url(raw)
+    except ValueError as exc:
+        raise ConfigError(variable, str(exc)) from None
     if parts.scheme not in URL_SCHEMES:
         shown = parts.scheme or "none"
         raise ConfigError(variable, f"unsupported scheme {shown!r} (redis, rediss or unix)")
@@ -50,75 +44,61 @@ def parse_redis_url(raw: str, variable: str = "REDIS_URL") -> str:
     return raw
 
 
-def _number(
-    environ: Mapping[str, str],
-    name: str,
-    default: float,
-    *,
-    integer: bool,
-    minimum: float,
-    exclusive: bool = False,
-) -> float:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise ConfigError(name, f"expected {kind}, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise ConfigError(name, f"expected a finite number, got {raw!r}")
-    if value < minimum or (exclusive and value == minimum):
-        relation = "greater than" if exclusive else "at least"
-        raise ConfigError(name, f"must be {relation} {minimum:g}, got {raw!r}")
-    return value
+class CacheSettings(Section):
+    """Where the cache lives and how long entries live."""
 
+    url: SecretStr | None = Field(None, validation_alias="REDIS_URL")
+    """The Redis of the node and tenant cache; None (unset) means the in-process cache."""
+    node_ttl: int = Field(300, ge=1, validation_alias="CACHE_NODE_TTL_SECONDS")
+    """Seconds a journey's nodes stay cached."""
+    tenant_ttl: int = Field(600, ge=1, validation_alias="CACHE_TENANT_TTL_SECONDS")
+    """Seconds a tenant stays cached."""
+    socket_timeout: float = Field(0.25, gt=0, validation_alias="CACHE_SOCKET_TIMEOUT_SECONDS")
+    """How long one Redis call may take, in seconds."""
+    key_prefix: str = Field("jw", validation_alias="CACHE_KEY_PREFIX")
+    """The first part of every key: letters, digits and _ . : - only."""
+    retry_after: float = Field(5.0, ge=0, validation_alias="CACHE_RETRY_AFTER_SECONDS")
+    """Seconds to bypass Redis after an error."""
+    token_ttl: int = Field(86400, ge=1)
+    """Seconds a fill token lives (not read from the environment)."""
 
-@dataclass(frozen=True)
-class CacheSettings:
-    """Where the cache lives and how long entries live; url None means the in-process cache."""
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None:
+            parse_redis_url(url.get_secret_value())
+        return url
 
-    url: str | None
-    node_ttl: int = 300
-    tenant_ttl: int = 600
-    socket_timeout: float = 0.25
-    key_prefix: str = "jw"
-    retry_after: float = 5.0
-    token_ttl: int = 86400
-
-    def __post_init__(self) -> None:
-        # Direct construction (tests, demo) gets the same guarantees as from_env.
-        if self.url is not None:
-            parse_redis_url(self.url, "url")
-        for name in ("node_ttl", "tenant_ttl", "token_ttl"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be at least 1 second, got {getattr(self, name)!r}")
-        if not self.socket_timeout > 0:
-            raise ConfigError("socket_timeout", f"must be positive, got {self.socket_timeout!r}")
-        if not self.retry_after >= 0:
-            raise ConfigError("retry_after", f"must be at least 0, got {self.retry_after!r}")
-        if not _PREFIX_PATTERN.fullmatch(self.key_prefix):
-            raise ConfigError("key_prefix", "use letters, digits and _ . : - only")
+    @field_validator("key_prefix")
+    @classmethod
+    def _key_prefix(cls, prefix: str) -> str:
+        if not _PREFIX_PATTERN.fullmatch(prefix):
+            raise ValueError("use letters, digits and _ . : - only")
+        return prefix
 
     @property
     def embedded(self) -> bool:
         return self.url is None
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> CacheSettings:
-        env = os.environ if environ is None else environ
-        raw_url = env.get("REDIS_URL", "").strip()
-        prefix = env.get("CACHE_KEY_PREFIX", "").strip() or "jw"
-        if not _PREFIX_PATTERN.fullmatch(prefix):
-            raise ConfigError("CACHE_KEY_PREFIX", "use letters, digits and _ . : - only")
-        return cls(
-            url=parse_redis_url(raw_url) if raw_url else None,
-            node_ttl=int(_number(env, "CACHE_NODE_TTL_SECONDS", 300, integer=True, minimum=1)),
-            tenant_ttl=int(_number(env, "CACHE_TENANT_TTL_SECONDS", 600, integer=True, minimum=1)),
-            socket_timeout=_number(
-                env, "CACHE_SOCKET_TIMEOUT_SECONDS", 0.25, integer=False, minimum=0, exclusive=True
-            ),
-            key_prefix=prefix,
-            retry_after=_number(env, "CACHE_RETRY_AFTER_SECONDS", 5.0, integer=False, minimum=0),
-        )
+    @property
+    def redis_url(self) -> str | None:
+        """The URL, password included, for the Redis client only: never log it."""
+        return self.url.get_secret_value() if self.url is not None else None
+
+
+_settings: CacheSettings | None = None
+
+
+def cache_settings() -> CacheSettings:
+    """The process's cache settings: the installed ones, else read from the environment once."""
+    global _settings
+    if _settings is None:
+        _settings = CacheSettings.from_env()
+    return _settings
+
+
+def use_cache_settings(settings: CacheSettings | None) -> None:
+    """Install `settings` for this process (the worker at start, tests, the demo); None forgets
+    them, so the next cache_settings() reads the environment again."""
+    global _settings
+    _settings = settings

@@ -1,4 +1,4 @@
-"""One engine per process, created lazily from the environment, safe across fork."""
+"""One engine per process, built lazily from the process's database settings; safe across fork."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from db.settings import EMBEDDED_DIR, DbSettings
+from db.settings import EMBEDDED_DIR, DbSettings, db_settings
 
 SQLITE_BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 
@@ -101,13 +101,14 @@ def get_engine() -> Engine:
     if _engine is None:
         with _lock:
             if _engine is None:
-                _engine = build_engine(DbSettings.from_env())
+                _engine = build_engine(db_settings())
                 _sessions = sessionmaker(_engine, expire_on_commit=False)
     return _engine
 
 
 def use_engine(engine: Engine | None) -> None:
-    """Install an engine for this process (tests, the demo); None forgets the current one."""
+    """Install an engine for this process (tests, the demo); None forgets the current one, and
+    the next get_engine() builds one from db_settings()."""
     global _engine, _sessions
     with _lock:
         _engine = engine

@@ -322,9 +322,9 @@ def _connect(bind: Bind) -> Iterator[Connection]:
         return
     # A URL: build the engine exactly as the worker does (SQLite pragmas, psycopg 3 driver).
     from db.engine import build_engine
-    from db.settings import DbSettings, parse_database_url
+    from db.settings import DbSettings
 
-    engine = build_engine(DbSettings(url=parse_database_url(bind)))
+    engine = build_engine(DbSettings(url=bind))
     try:
         with engine.connect() as connection:
             yield connection

@@ -1,95 +1,111 @@
-"""Database settings read from the environment, validated once, with clear errors."""
+"""Database settings: one field per environment variable, validated once, with clear errors."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, PlainSerializer, PlainValidator
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from envconfig import ConfigError, Flag, Lowercase, Section
+
+__all__ = [
+    "EMBEDDED_DATABASE_URL",
+    "EMBEDDED_DIR",
+    "ConfigError",
+    "DbSettings",
+    "db_settings",
+    "parse_database_url",
+    "use_db_settings",
+]
 
 EMBEDDED_DIR = Path(".journey-worker")
 EMBEDDED_DATABASE_URL = f"sqlite:///{EMBEDDED_DIR / 'journey.db'}"
 
-
-class ConfigError(ValueError):
-    """A configuration value is missing or malformed; the message names the variable."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
-        self.problem = problem
+# What hosting platforms hand out (postgres://, postgresql://) means PostgreSQL through
+# psycopg 3; SQLAlchemy would pick psycopg2, which is not installed, or reject postgres://.
+_POSTGRES_SCHEMES = ("postgres", "postgresql")
+_OTHER_POSTGRES_DRIVERS = ("psycopg2", "psycopg2cffi", "asyncpg", "pg8000")
 
 
-def env_number(
-    environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0, integer: bool
-) -> float:
-    """Read a number from `environ[name]`, or `default`; raise ConfigError naming `name`."""
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
+def parse_database_url(raw: str | URL) -> URL:
+    """A SQLAlchemy URL for PostgreSQL (psycopg 3) or SQLite.
+
+    The error never repeats the URL: it may hold a password.
+    """
     try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise ConfigError(name, f"expected {kind}, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {raw!r}")
-    return value
-
-
-def env_flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(name, f"expected true or false, got {raw!r}")
-
-
-def parse_database_url(raw: str) -> URL:
-    try:
-        url = make_url(raw)
-    except ArgumentError:
-        raise ConfigError("DATABASE_URL", f"not a SQLAlchemy URL: {raw!r}") from None
-    backend = url.get_backend_name()
-    if backend not in {"postgresql", "sqlite"}:
+        url = raw if isinstance(raw, URL) else make_url(raw)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ConfigError(
+            "DATABASE_URL",
+            "not a SQLAlchemy URL (expected e.g. postgresql://user@host/db or sqlite:///path)",
+        ) from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend in _POSTGRES_SCHEMES:
+        if driver in _OTHER_POSTGRES_DRIVERS:
+            raise ConfigError("DATABASE_URL", "use the psycopg 3 driver: postgresql+psycopg://...")
+        return url.set(drivername="postgresql+psycopg")
+    if backend != "sqlite":
         raise ConfigError(
             "DATABASE_URL", f"unsupported database {backend!r} (postgresql or sqlite)"
         )
-    if backend == "postgresql" and url.get_driver_name() in {"psycopg2", "asyncpg", "pg8000"}:
-        raise ConfigError("DATABASE_URL", "use the psycopg 3 driver: postgresql+psycopg://...")
-    if backend == "postgresql":
-        # A bare postgresql:// would pick psycopg2, which is not installed.
-        url = url.set(drivername="postgresql+psycopg")
     return url
 
 
-SESSION_SETTINGS_MODES = ("startup", "checkout", "none")
+def _database_url(value: Any) -> URL:
+    if not isinstance(value, str | URL):
+        raise ValueError("expected a URL")
+    return parse_database_url(value)
 
 
-@dataclass(frozen=True)
-class DbSettings:
+def _without_password(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+# Validated by parse_database_url alone; shown (repr, str, model_dump) without its password.
+DatabaseUrl = Annotated[URL, PlainValidator(_database_url), PlainSerializer(_without_password)]
+
+
+class DbSettings(Section):
     """How the worker connects. Defaults suit one prefork child running one task at a time."""
 
-    url: URL
-    pool_size: int = 1
-    max_overflow: int = 1
-    pool_timeout: float = 10.0
-    pool_recycle: int = 1800
-    pool_pre_ping: bool = False
-    statement_timeout_ms: int = 60_000
-    idle_in_transaction_timeout_ms: int = 60_000
-    lock_timeout_ms: int = 10_000
-    # startup: -c options in the connection packet (plain PostgreSQL);
-    # checkout: SET on each new connection (PgBouncer session pooling);
-    # none: the role or PgBouncer sets them (PgBouncer transaction pooling).
-    session_settings: str = "startup"
-    pgbouncer: bool = False
+    url: DatabaseUrl = Field(EMBEDDED_DATABASE_URL, validation_alias="DATABASE_URL")
+    """SQLAlchemy URL; the embedded SQLite file by default."""
+
+    # The pool: each prefork child has its own.
+    pool_size: int = Field(1, ge=1, validation_alias="DB_POOL_SIZE")
+    """Connections kept open per process."""
+    max_overflow: int = Field(1, ge=0, validation_alias="DB_MAX_OVERFLOW")
+    """Connections opened beyond pool_size when all are busy."""
+    pool_timeout: float = Field(10.0, ge=0, validation_alias="DB_POOL_TIMEOUT")
+    """Seconds to wait for a pooled connection."""
+    pool_recycle: int = Field(1800, ge=-1, validation_alias="DB_POOL_RECYCLE")
+    """Seconds after which a connection is replaced; -1 never."""
+    pool_pre_ping: Flag = Field(False, validation_alias="DB_POOL_PRE_PING")
+    """Test each connection on checkout (a round trip per task; disconnects are retried)."""
+
+    # Per connection.
+    statement_timeout_ms: int = Field(60_000, ge=0, validation_alias="DB_STATEMENT_TIMEOUT_MS")
+    """statement_timeout, in milliseconds."""
+    idle_in_transaction_timeout_ms: int = Field(
+        60_000, ge=0, validation_alias="DB_IDLE_IN_TRANSACTION_TIMEOUT_MS"
+    )
+    """idle_in_transaction_session_timeout, in milliseconds."""
+    lock_timeout_ms: int = Field(10_000, ge=0, validation_alias="DB_LOCK_TIMEOUT_MS")
+    """lock_timeout, in milliseconds."""
+
+    # PgBouncer. pgbouncer comes first: session_settings' default depends on it.
+    pgbouncer: Flag = Field(False, validation_alias="DB_PGBOUNCER")
+    """Behind PgBouncer in transaction mode: no prepared statements, session settings 'none'."""
+    session_settings: Annotated[Literal["startup", "checkout", "none"], Lowercase] = Field(
+        default_factory=lambda data: "none" if data.get("pgbouncer") else "startup",
+        validation_alias="DB_SESSION_SETTINGS",
+    )
+    """How the timeouts reach the server. startup: -c options in the connection packet (plain
+    PostgreSQL); checkout: SET on each new connection (PgBouncer session pooling); none: the
+    role or PgBouncer sets them (transaction pooling; the default with DB_PGBOUNCER=true)."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -99,33 +115,20 @@ class DbSettings:
     def connections_per_process(self) -> int:
         return self.pool_size + self.max_overflow
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> DbSettings:
-        env = os.environ if environ is None else environ
-        raw_url = env.get("DATABASE_URL", "").strip()
-        url = parse_database_url(raw_url) if raw_url else make_url(EMBEDDED_DATABASE_URL)
-        mode = env.get("DB_SESSION_SETTINGS", "").strip().lower() or None
-        pgbouncer = env_flag(env, "DB_PGBOUNCER", False)
-        if mode is None:
-            mode = "none" if pgbouncer else "startup"
-        if mode not in SESSION_SETTINGS_MODES:
-            raise ConfigError(
-                "DB_SESSION_SETTINGS", f"expected one of {', '.join(SESSION_SETTINGS_MODES)}"
-            )
-        return cls(
-            url=url,
-            pool_size=int(env_number(env, "DB_POOL_SIZE", 1, minimum=1, integer=True)),
-            max_overflow=int(env_number(env, "DB_MAX_OVERFLOW", 1, integer=True)),
-            pool_timeout=env_number(env, "DB_POOL_TIMEOUT", 10.0, integer=False),
-            pool_recycle=int(env_number(env, "DB_POOL_RECYCLE", 1800, minimum=-1, integer=True)),
-            pool_pre_ping=env_flag(env, "DB_POOL_PRE_PING", False),
-            statement_timeout_ms=int(
-                env_number(env, "DB_STATEMENT_TIMEOUT_MS", 60_000, integer=True)
-            ),
-            idle_in_transaction_timeout_ms=int(
-                env_number(env, "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 60_000, integer=True)
-            ),
-            lock_timeout_ms=int(env_number(env, "DB_LOCK_TIMEOUT_MS", 10_000, integer=True)),
-            session_settings=mode,
-            pgbouncer=pgbouncer,
-        )
+
+_settings: DbSettings | None = None
+
+
+def db_settings() -> DbSettings:
+    """The process's database settings: the installed ones, else read from the environment once."""
+    global _settings
+    if _settings is None:
+        _settings = DbSettings.from_env()
+    return _settings
+
+
+def use_db_settings(settings: DbSettings | None) -> None:
+    """Install `settings` for this process (the worker at start, tests, the demo); None forgets
+    them, so the next db_settings() reads the environment again."""
+    global _settings
+    _settings = settings

@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from db.engine import build_engine
 from db.migrate import DEFAULT_LOCK_WAIT_SECONDS, check_revision_known, migration_lock
 from db.models import Base
-from db.settings import DbSettings
+from db.settings import db_settings
 
 config = context.config
 target_metadata = Base.metadata
@@ -30,7 +30,7 @@ if config.config_file_name is not None and config.get_section("loggers") is not 
 def run_migrations_offline() -> None:
     """Emit SQL for DATABASE_URL's dialect instead of running it (`alembic upgrade --sql`)."""
     context.configure(
-        url=DbSettings.from_env().url,
+        url=db_settings().url,
         target_metadata=target_metadata,
         literal_binds=True,
         transaction_per_migration=True,
@@ -44,7 +44,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = build_engine(DbSettings.from_env())
+    engine = build_engine(db_settings())
     try:
         with engine.connect() as own:
             _run(own)

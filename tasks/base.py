@@ -18,7 +18,7 @@ from tasks import metrics
 from tasks.arguments import loggable_ids
 from tasks.engine import Followup
 from tasks.errors import BadMessage, PermanentError, TransientError
-from tasks.settings import engine_settings
+from tasks.settings import EngineSettings
 
 log = logging.getLogger("journey_worker.tasks")
 
@@ -32,19 +32,18 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-_settings = engine_settings()
-
-
 class JourneyTask(Task):
     abstract = True
     acks_late = True
     autoretry_for = TRANSIENT_ERRORS
     dont_autoretry_for = (PermanentError,)
-    max_retries = _settings.max_retries
+    # TASK_MAX_RETRIES and TASK_RETRY_BACKOFF_MAX_SECONDS: create_app sets both on each task of
+    # its app (RetryPolicy, below); these are their defaults, never read from the environment.
+    max_retries = EngineSettings.model_fields["max_retries"].default
     retry_backoff = 2
     # Kept far below the Redis broker's visibility timeout (1 h): a retry held by a worker for
     # longer would be delivered a second time.
-    retry_backoff_max = _settings.retry_backoff_max
+    retry_backoff_max = EngineSettings.model_fields["retry_backoff_max"].default
     retry_jitter = True
     ignore_result = True
 
@@ -110,6 +109,28 @@ class JourneyTask(Task):
                 failures.fail_open_steps(session, tenant_id, steps, reason)
             if tenant_id and message_ids:
                 failures.fail_queued_messages(session, tenant_id, message_ids, reason)
+
+
+class RetryPolicy:
+    """A Celery task annotation (`task_annotations=[RetryPolicy(settings)]`) that gives every
+    JourneyTask of an app the settings' retry limits.
+
+    Celery reads them from the task's class, and autoretry captures retry_backoff_max when the
+    task is bound to the app; annotations are applied at that moment, just before, so the
+    settings take effect without being read when this module is imported.
+    """
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+
+    def annotate(self, task: type[Task] | Task) -> dict[str, int] | None:
+        task_class = task if isinstance(task, type) else type(task)
+        if not issubclass(task_class, JourneyTask):
+            return None  # Celery's own tasks keep their policies
+        return {
+            "max_retries": self.settings.max_retries,
+            "retry_backoff_max": self.settings.retry_backoff_max,
+        }
 
 
 def publish(app: Celery, followups: Iterable[Followup]) -> int:

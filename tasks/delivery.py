@@ -57,5 +57,7 @@ class HttpProvider:
 def provider_from_settings(settings: EngineSettings) -> SmsProvider:
     if settings.sms_provider == "http":
         assert settings.sms_provider_url is not None
-        return HttpProvider(settings.sms_provider_url, settings.sms_provider_timeout)
+        return HttpProvider(
+            settings.sms_provider_url.get_secret_value(), settings.sms_provider_timeout
+        )
     return LoggingProvider()

@@ -1,91 +1,81 @@
-"""Engine settings: the loop guard, step caps, the dispatcher and retries."""
+"""Engine settings: the loop guard, step caps, the dispatcher, retries and the SMS provider."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Annotated, Literal
 
-from db.settings import ConfigError, env_number
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+
+from envconfig import Lowercase, Section
 
 
-@dataclass(frozen=True)
-class EngineSettings:
-    # More than loop_repeats runs of one node within loop_window_seconds is a loop.
-    loop_repeats: int = 3
-    loop_window_seconds: float = 60.0
-    # A hard cap on steps per journey contact stops anything the loop guard misses.
-    max_steps: int = 1000
-    # How long an ACTIVE step may sit before the dispatcher assumes its message was lost.
-    redispatch_grace_seconds: float = 300.0
-    # After this many re-publications of one step the contact is FAILED ('stalled').
-    max_redispatches: int = 5
-    # Journey contacts per batch message: one task executes one node for this many contacts.
-    batch_size: int = 200
-    dispatch_batch_size: int = 500
-    dispatch_max_batches: int = 20
-    enroll_max_contacts: int = 1000
-    max_retries: int = 10
-    retry_backoff_max: int = 300
-    # Executions older than this are deleted by the daily purge; 0 keeps them for ever.
-    purge_after_days: int = 90
-    purge_batch_size: int = 5000
-    sms_provider: str = "log"
-    sms_provider_url: str | None = None
-    sms_provider_timeout: float = 5.0
+class EngineSettings(Section):
+    """How the engine walks journeys; one field per environment variable."""
 
+    # The loop guard and the step cap.
+    loop_repeats: int = Field(3, ge=1, validation_alias="LOOP_GUARD_REPEATS")
+    """More than this many runs of one node within loop_window_seconds is a loop."""
+    loop_window_seconds: float = Field(60.0, ge=0, validation_alias="LOOP_GUARD_WINDOW_SECONDS")
+    """The loop guard's window, in seconds."""
+    max_steps: int = Field(1000, ge=1, validation_alias="MAX_STEPS_PER_CONTACT")
+    """A hard cap on steps per journey contact: stops anything the loop guard misses."""
+
+    # The due-step dispatcher.
+    redispatch_grace_seconds: float = Field(
+        300.0, ge=1, validation_alias="REDISPATCH_GRACE_SECONDS"
+    )
+    """How long an ACTIVE step may sit before the dispatcher assumes its message was lost."""
+    max_redispatches: int = Field(5, ge=1, validation_alias="MAX_REDISPATCHES")
+    """After this many re-publications of one step the contact is FAILED ('stalled')."""
+
+    # Batches.
+    batch_size: int = Field(200, ge=1, le=1000, validation_alias="BATCH_SIZE")
+    """Journey contacts per batch message: one task executes one node for this many contacts
+    (and delivers this many messages). At most MAX_BATCH_SIZE."""
+    dispatch_batch_size: int = Field(500, ge=1, validation_alias="DISPATCH_BATCH_SIZE")
+    """Due rows claimed per statement."""
+    dispatch_max_batches: int = Field(20, ge=1, validation_alias="DISPATCH_MAX_BATCHES")
+    """Batches one dispatch run claims at most."""
+    enroll_max_contacts: int = Field(1000, ge=1, validation_alias="ENROLL_MAX_CONTACTS")
+    """Contact ids one journeys.enroll message may carry."""
+
+    # Retries of transient faults (set on the task classes when the app is created).
+    max_retries: int = Field(10, ge=0, validation_alias="TASK_MAX_RETRIES")
+    """Retries of a task before it fails for good."""
+    retry_backoff_max: int = Field(300, ge=1, validation_alias="TASK_RETRY_BACKOFF_MAX_SECONDS")
+    """The longest wait before one retry, in seconds."""
+
+    # Retention.
+    purge_after_days: int = Field(90, ge=0, validation_alias="PURGE_EXECUTIONS_AFTER_DAYS")
+    """Executions older than this are deleted by the purge; 0 keeps them for ever."""
+    purge_batch_size: int = Field(5000, ge=1, validation_alias="PURGE_BATCH_SIZE")
+    """Rows one purge statement deletes."""
+
+    # The SMS provider. sms_provider comes first: sms_provider_url's check depends on it.
+    sms_provider: Annotated[Literal["log", "http"], Lowercase] = Field(
+        "log", validation_alias="SMS_PROVIDER"
+    )
+    """log writes deliveries to the log; http POSTs JSON with an Idempotency-Key."""
+    sms_provider_url: SecretStr | None = Field(None, validation_alias="SMS_PROVIDER_URL")
+    """Where SMS_PROVIDER=http posts; it may carry credentials, so it is a secret."""
+    sms_provider_timeout: float = Field(
+        5.0, ge=0.1, validation_alias="SMS_PROVIDER_TIMEOUT_SECONDS"
+    )
+    """Seconds one provider call may take."""
+
+    @field_validator("sms_provider_url")
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineSettings:
-        env = os.environ if environ is None else environ
-
-        def whole(name: str, default: int, minimum: int = 0) -> int:
-            return int(env_number(env, name, default, minimum=minimum, integer=True))
-
-        provider = env.get("SMS_PROVIDER", "").strip().lower() or "log"
-        if provider not in ("log", "http"):
-            raise ConfigError("SMS_PROVIDER", f"expected log or http, got {provider!r}")
-        provider_url = env.get("SMS_PROVIDER_URL", "").strip() or None
-        if provider == "http" and not provider_url:
-            raise ConfigError("SMS_PROVIDER_URL", "required when SMS_PROVIDER=http")
-        return cls(
-            loop_repeats=whole("LOOP_GUARD_REPEATS", 3, 1),
-            loop_window_seconds=env_number(env, "LOOP_GUARD_WINDOW_SECONDS", 60.0, integer=False),
-            max_steps=whole("MAX_STEPS_PER_CONTACT", 1000, 1),
-            redispatch_grace_seconds=env_number(
-                env, "REDISPATCH_GRACE_SECONDS", 300.0, minimum=1, integer=False
-            ),
-            max_redispatches=whole("MAX_REDISPATCHES", 5, 1),
-            batch_size=_batch_size(whole("BATCH_SIZE", 200, 1)),
-            dispatch_batch_size=whole("DISPATCH_BATCH_SIZE", 500, 1),
-            dispatch_max_batches=whole("DISPATCH_MAX_BATCHES", 20, 1),
-            enroll_max_contacts=whole("ENROLL_MAX_CONTACTS", 1000, 1),
-            max_retries=whole("TASK_MAX_RETRIES", 10),
-            retry_backoff_max=whole("TASK_RETRY_BACKOFF_MAX_SECONDS", 300, 1),
-            purge_after_days=whole("PURGE_EXECUTIONS_AFTER_DAYS", 90),
-            purge_batch_size=whole("PURGE_BATCH_SIZE", 5000, 1),
-            sms_provider=provider,
-            sms_provider_url=provider_url,
-            sms_provider_timeout=env_number(
-                env, "SMS_PROVIDER_TIMEOUT_SECONDS", 5.0, minimum=0.1, integer=False
-            ),
-        )
-
-
-# A batch message carries ids only, about 45 bytes per journey contact: 1,000 keeps a message
-# under 50 KB and a batch's two statements well under a second.
-MAX_BATCH_SIZE = 1000
-
-
-def _batch_size(value: int) -> int:
-    if value > MAX_BATCH_SIZE:
-        raise ConfigError("BATCH_SIZE", f"must be at most {MAX_BATCH_SIZE}, got {value}")
-    return value
+    def _url_for_http(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if info.data.get("sms_provider") == "http" and not url:
+            raise ValueError("required when SMS_PROVIDER=http")
+        return url
 
 
 _settings: EngineSettings | None = None
 
 
 def engine_settings() -> EngineSettings:
+    """The process's engine settings: the installed ones, else read from the environment once."""
     global _settings
     if _settings is None:
         _settings = EngineSettings.from_env()
@@ -93,5 +83,12 @@ def engine_settings() -> EngineSettings:
 
 
 def use_engine_settings(settings: EngineSettings | None) -> None:
+    """Install `settings` for this process (the worker at start, tests, the demo); None forgets
+    them, so the next engine_settings() reads the environment again."""
     global _settings
     _settings = settings
+
+
+# A batch message carries ids only, about 45 bytes per journey contact: 1,000 keeps a message
+# under 50 KB and a batch's two statements well under a second.
+MAX_BATCH_SIZE = 1000

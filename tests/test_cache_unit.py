@@ -616,7 +616,7 @@ def test_settings_from_env() -> None:
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "redis://h", "unix:///run/r.sock"])
 def test_accepted_urls(url: str) -> None:
-    assert CacheSettings.from_env({"REDIS_URL": url}).url == url
+    assert CacheSettings.from_env({"REDIS_URL": url}).redis_url == url
 
 
 @pytest.mark.parametrize(
@@ -647,17 +647,59 @@ def test_bad_settings_name_the_variable(variable: str, value: str, problem: str)
     assert isinstance(raised.value, ValueError)
 
 
-def test_a_bad_url_message_never_shows_the_password() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://user:hunter2@h/zero",
+        "http://user:hunter2@h:6379",
+        "redis://user:hunter2@h:port/0",
+        "redis://user:hunter2@[::1/0",
+    ],
+)
+def test_a_bad_url_message_never_shows_the_password(url: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        CacheSettings.from_env({"REDIS_URL": "redis://user:hunter2@h/zero"})
+        CacheSettings.from_env({"REDIS_URL": url})
+    assert raised.value.variable == "REDIS_URL"
     assert "hunter2" not in str(raised.value)
 
 
+def test_the_url_is_a_secret_in_repr_and_str() -> None:
+    settings = CacheSettings.from_env({"REDIS_URL": "redis://user:hunter2@h:6379/0"})
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings)
+    assert settings.redis_url == "redis://user:hunter2@h:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("CACHE_NODE_TTL_SECONDS", "inf", "expected a whole number, got 'inf'"),
+        ("CACHE_SOCKET_TIMEOUT_SECONDS", "inf", "expected a finite number, got 'inf'"),
+        ("CACHE_SOCKET_TIMEOUT_SECONDS", "-0.5", "must be greater than 0, got '-0.5'"),
+        ("CACHE_RETRY_AFTER_SECONDS", "nan", "expected a finite number, got 'nan'"),
+        ("CACHE_RETRY_AFTER_SECONDS", "-inf", "expected a finite number, got '-inf'"),
+    ],
+)
+def test_nan_inf_and_negative_numbers_are_rejected(variable: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        CacheSettings.from_env({variable: value})
+    assert (raised.value.variable, raised.value.problem) == (variable, problem)
+
+
 def test_direct_construction_is_validated_too() -> None:
-    with pytest.raises(ConfigError, match="node_ttl"):
+    # Keyword construction (tests, the demo) gets the same checks, named by variable.
+    with pytest.raises(ConfigError, match="CACHE_NODE_TTL_SECONDS: must be at least 1, got 0"):
         CacheSettings(url=None, node_ttl=0)
-    with pytest.raises(ConfigError, match="url"):
+    with pytest.raises(ConfigError, match="REDIS_URL: unsupported scheme 'memcached'"):
         CacheSettings(url="memcached://h")
+    with pytest.raises(ConfigError, match="token_ttl: must be at least 1"):
+        CacheSettings(token_ttl=0)
+
+
+def test_keyword_construction_never_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_NODE_TTL_SECONDS", "42")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert CacheSettings(key_prefix="unit") == CacheSettings.from_env({"CACHE_KEY_PREFIX": "unit"})
+    assert CacheSettings.from_env().node_ttl == 42
 
 
 # The client and the process-wide accessor.
@@ -683,9 +725,12 @@ def test_make_redis_real_has_short_timeouts_and_no_backoff() -> None:
 def fresh_accessor(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     for name in ("REDIS_URL", "CACHE_KEY_PREFIX", "CACHE_NODE_TTL_SECONDS"):
         monkeypatch.delenv(name, raising=False)
+    # A fresh process: no cache, and no settings read yet.
     cache_module.use_cache(None)
+    cache_module.use_cache_settings(None)
     yield monkeypatch
     cache_module.use_cache(None)
+    cache_module.use_cache_settings(None)
 
 
 def test_get_cache_is_built_once_from_the_environment(
@@ -696,6 +741,15 @@ def test_get_cache_is_built_once_from_the_environment(
     assert first is cache_module.get_cache()
     assert first.settings.node_ttl == 42 and first.settings.embedded
     assert first.read(T1, J1, "n1").available
+
+
+def test_get_cache_is_built_from_the_installed_settings(
+    fresh_accessor: pytest.MonkeyPatch,
+) -> None:
+    fresh_accessor.setenv("CACHE_NODE_TTL_SECONDS", "42")
+    cache_module.use_cache_settings(CacheSettings(url=None, key_prefix="installed", node_ttl=7))
+    built = cache_module.get_cache()
+    assert (built.settings.key_prefix, built.settings.node_ttl) == ("installed", 7)
 
 
 def test_use_cache_injects_and_resets(fresh_accessor: pytest.MonkeyPatch, jc: JourneyCache) -> None:

@@ -37,6 +37,7 @@ from db.models import Base
 from db.settings import DbSettings, parse_database_url
 from db.verify import IndexState, inspect_indexes, repair_indexes, verify_indexes
 from worker.cli import main
+from worker.settings import use_settings
 
 SEED_INDEXES = {spec.name for spec in PERFORMANCE_INDEXES}
 TABLES = (
@@ -177,7 +178,9 @@ def seed_rows(engine: Engine) -> dict[str, Any]:
 
 
 def run_cli(url: str, *args: str) -> Result:
-    """`journey-worker ARGS` with DATABASE_URL=url, on a process engine built for this call."""
+    """`journey-worker ARGS` with DATABASE_URL=url, on a process engine built for this call
+    from settings read for this call, as a fresh process would."""
+    use_settings(None)
     db_engine.use_engine(None)
     try:
         return CliRunner().invoke(main, list(args), env={"DATABASE_URL": url})
@@ -186,6 +189,7 @@ def run_cli(url: str, *args: str) -> Result:
         if engine is not None:
             engine.dispose()
         db_engine.use_engine(None)
+        use_settings(None)
 
 
 def pg_connect(url: str) -> psycopg.Connection:

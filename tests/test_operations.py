@@ -37,7 +37,13 @@ from tests.worker_process import (
     worker_env,
 )
 from worker import budget, logging_config, metrics_server
-from worker.app import worker_concurrency
+from worker.settings import (
+    BudgetSettings,
+    LoggingSettings,
+    MetricsSettings,
+    WorkerSettings,
+    load_settings,
+)
 
 VENV_BIN = Path(sys.executable).parent
 ENROLL = "journeys.enroll"
@@ -138,27 +144,41 @@ def test_only_prefork_children_multiply_the_pool() -> None:
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("", None), ("12", 12), (" 3 ", 3)])
-def test_budget_from_env(raw: str, expected: int | None) -> None:
-    assert budget.budget_from_env({"DB_CONNECTION_BUDGET": raw}) == expected
+def test_connection_budget_from_env(raw: str, expected: int | None) -> None:
+    settings = BudgetSettings.from_env({"DB_CONNECTION_BUDGET": raw})
+    assert settings.connection_budget == expected
 
 
-@pytest.mark.parametrize("raw", ["0", "-1", "ten", "1.5"])
-def test_budget_from_env_names_the_variable(raw: str) -> None:
+@pytest.mark.parametrize("raw", ["0", "-1", "ten", "1.5", "nan", "inf"])
+def test_connection_budget_names_the_variable(raw: str) -> None:
     with pytest.raises(ConfigError, match="DB_CONNECTION_BUDGET"):
-        budget.budget_from_env({"DB_CONNECTION_BUDGET": raw})
+        BudgetSettings.from_env({"DB_CONNECTION_BUDGET": raw})
 
 
 def test_unreachable_database_warns_and_continues() -> None:
+    from db.settings import DbSettings
+
     env = {"DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none"}
-    verdict, note = budget.evaluate(2, True, env)
+    verdict, note = budget.evaluate(2, True, DbSettings.from_env(env), None)
     assert verdict.level == "ok"
     assert note is not None and "could not read the server's max_connections" in note
 
 
 def test_pgbouncer_skips_the_server_check() -> None:
+    from db.settings import DbSettings
+
     env = {"DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:1/none", "DB_PGBOUNCER": "true"}
-    verdict, note = budget.evaluate(2, True, env)
+    verdict, note = budget.evaluate(2, True, DbSettings.from_env(env), None)
     assert verdict.level == "ok" and note is not None and "DB_PGBOUNCER" in note
+
+
+def test_the_budget_refuses_over_the_configured_share() -> None:
+    from db.settings import DbSettings
+
+    db = DbSettings.from_env({"DATABASE_URL": "sqlite://"})
+    verdict, note = budget.evaluate(4, True, db, 3)
+    assert verdict.refuses and "DB_CONNECTION_BUDGET=3" in verdict.message
+    assert note == "SQLite database: only DB_CONNECTION_BUDGET is checked"
 
 
 def test_server_capacity_is_read_from_postgres(pg_url: str) -> None:
@@ -174,41 +194,41 @@ def test_server_capacity_is_read_from_postgres(pg_url: str) -> None:
 
 
 def test_worker_concurrency_from_env() -> None:
-    assert worker_concurrency({}) is None
-    assert worker_concurrency({"WORKER_CONCURRENCY": "6"}) == 6
-    for bad in ("0", "two", "-3"):
+    assert WorkerSettings.from_env({}).concurrency is None
+    assert WorkerSettings.from_env({"WORKER_CONCURRENCY": "6"}).concurrency == 6
+    for bad in ("0", "two", "-3", "nan", "2.5"):
         with pytest.raises(ConfigError, match="WORKER_CONCURRENCY"):
-            worker_concurrency({"WORKER_CONCURRENCY": bad})
+            WorkerSettings.from_env({"WORKER_CONCURRENCY": bad})
 
 
-def test_create_app_uses_worker_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_create_app_uses_worker_concurrency() -> None:
     from worker.app import create_app
-    from worker.settings import WorkerSettings
 
-    monkeypatch.setenv("WORKER_CONCURRENCY", "5")
-    app = create_app(WorkerSettings(broker_url="memory://", embedded_broker=False))
+    app = create_app(WorkerSettings(broker_url="memory://", concurrency=5))
     assert app.conf.worker_concurrency == 5
-    monkeypatch.setenv("LOG_FORMAT", "xml")
-    with pytest.raises(ConfigError, match="LOG_FORMAT"):
-        create_app(WorkerSettings(broker_url="memory://", embedded_broker=False))
+
+
+def test_a_bad_log_format_fails_when_the_settings_are_loaded() -> None:
+    with pytest.raises(ConfigError, match="LOG_FORMAT: expected one of text, json, got 'xml'"):
+        load_settings({"LOG_FORMAT": "xml"})
 
 
 def test_log_format_from_env() -> None:
-    assert logging_config.log_format({}) == "text"
-    assert logging_config.log_format({"LOG_FORMAT": "JSON"}) == "json"
+    assert LoggingSettings.from_env({}).log_format == "text"
+    assert LoggingSettings.from_env({"LOG_FORMAT": "JSON"}).log_format == "json"
     with pytest.raises(ConfigError, match="LOG_FORMAT"):
-        logging_config.log_format({"LOG_FORMAT": "yaml"})
+        LoggingSettings.from_env({"LOG_FORMAT": "yaml"})
 
 
 def test_metrics_settings_from_env() -> None:
-    assert not metrics_server.MetricsSettings.from_env({}).enabled
-    settings = metrics_server.MetricsSettings.from_env(
+    assert not MetricsSettings.from_env({}).enabled
+    settings = MetricsSettings.from_env(
         {"METRICS_PORT": "9100", "PROMETHEUS_MULTIPROC_DIR": "/tmp/x"}
     )
     assert (settings.port, settings.address, settings.directory) == (9100, "0.0.0.0", "/tmp/x")
-    for bad in ("0", "70000", "http"):
+    for bad in ("0", "70000", "http", "nan", "-1"):
         with pytest.raises(ConfigError, match="METRICS_PORT"):
-            metrics_server.MetricsSettings.from_env({"METRICS_PORT": bad})
+            MetricsSettings.from_env({"METRICS_PORT": bad})
 
 
 class FakeCache:

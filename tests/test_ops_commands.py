@@ -1,7 +1,8 @@
 """`journey-worker health` and `journey-worker report` through click's CliRunner, on real services.
 
-The engine and the cache are process-global: each invocation starts from use_engine(None) and
-use_cache(None), so the command builds both from the environment the test set, as in production.
+The settings, the engine and the cache are process-global: each invocation starts from
+use_settings(None), use_engine(None) and use_cache(None), so the command reads the environment the
+test set and builds both from it, as a fresh process does in production.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tests.factories import make_contacts, make_journey, make_journey_contact, m
 from tests.worker_process import broker_namespace
 from worker.cli import main
 from worker.report import SECTIONS
+from worker.settings import use_settings
 
 CHECKS = ("database", "migrations", "indexes", "cache", "broker")
 
@@ -61,7 +63,8 @@ def env(
 
 
 def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
-    """Run the CLI as a fresh process would: no engine, no cache, everything from the env."""
+    """Run the CLI as a fresh process would: no settings, engine or cache, all from the env."""
+    use_settings(None)
     db_engine.use_engine(None)
     cache_module.use_cache(None)
     try:
@@ -72,6 +75,7 @@ def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
         if engine is not None:
             engine.dispose()
         cache_module.use_cache(None)
+        use_settings(None)
 
 
 def lines(result: Result) -> dict[str, str]:

@@ -4,20 +4,14 @@ import sys
 
 from worker import signals as _signals  # noqa: F401 - connects the process signals
 from worker.app import create_app
+from worker.settings import ConfigError, load_settings, use_settings
 
 try:
-    # Every setting is read now, so a bad variable stops the worker before it takes a message.
-    from cache.settings import CacheSettings
-    from db.settings import DbSettings
-    from tasks.settings import EngineSettings
-
-    DbSettings.from_env()
-    CacheSettings.from_env()
-    EngineSettings.from_env()
+    # Every setting of every package is read and validated now, once for the process, so a bad
+    # variable stops the worker (and beat, and the command line) before it takes a message.
+    use_settings(load_settings())
     app = create_app()
-except ValueError as exc:  # a ConfigError names the variable: one line, no traceback
-    if not getattr(exc, "variable", None):
-        raise
+except ConfigError as exc:  # it names the variable: one line, no traceback
     print(f"journey-worker: {exc}", file=sys.stderr)
     sys.exit(2)
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from datetime import timedelta
 
 from celery import Celery
 from kombu import Queue
 
-from db.settings import env_number
 from tasks import names
-from worker import logging_config
-from worker.settings import WorkerSettings, embedded_broker_options
+from tasks.base import RetryPolicy
+from tasks.settings import EngineSettings, engine_settings
+from worker.settings import WorkerSettings, current_settings, embedded_broker_options
 
 # Every module that defines tasks; the worker imports them at start.
 TASK_MODULES = (
@@ -25,22 +23,17 @@ TASK_MODULES = (
 )
 
 
-def worker_concurrency(environ: Mapping[str, str] | None = None) -> int | None:
-    """WORKER_CONCURRENCY: prefork children per worker, or None for Celery's default (the CPU
-    count). The command line's -c/--concurrency still wins. ConfigError names the variable."""
-    env = os.environ if environ is None else environ
-    return int(env_number(env, "WORKER_CONCURRENCY", 0, minimum=1, integer=True)) or None
-
-
-def create_app(settings: WorkerSettings | None = None) -> Celery:
-    settings = settings or WorkerSettings.from_env()
-    concurrency = worker_concurrency()
-    logging_config.log_format()  # a bad LOG_FORMAT fails here, like every other setting
-    app = Celery("journey_worker", broker=settings.broker_url, include=list(TASK_MODULES))
+def create_app(
+    settings: WorkerSettings | None = None, engine: EngineSettings | None = None
+) -> Celery:
+    """The app for these sections; by default the process's (worker.settings.use_settings)."""
+    settings = settings if settings is not None else current_settings().worker
+    engine = engine if engine is not None else engine_settings()
+    app = Celery("journey_worker", broker=settings.broker, include=list(TASK_MODULES))
     transport_options: dict[str, object] = {}
     if settings.embedded_broker:
         transport_options.update(embedded_broker_options())
-    if settings.broker_url.startswith(("redis", "rediss")):
+    if settings.broker.startswith(("redis", "rediss")):
         # Node tasks are short and waits live in PostgreSQL, so an hour is far beyond any task;
         # the longest retry backoff (300 s by default) stays well under it.
         transport_options["visibility_timeout"] = settings.visibility_timeout
@@ -70,6 +63,9 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         # After a lost broker connection, late-ack tasks still running would run again;
         # cancelling them is safe because the step is idempotent and uncommitted work rolls back.
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Celery reads a task's retry limits from its class, once, when the task is bound to
+        # this app: the annotation sets them there from the settings (tasks/base.py).
+        task_annotations=[RetryPolicy(engine)],
         task_soft_time_limit=settings.soft_time_limit,
         task_time_limit=settings.time_limit,
         # Flower and `celery events` need these.
@@ -98,7 +94,7 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
             },
         },
     )
-    if concurrency is not None:
+    if settings.concurrency is not None:
         # Each child holds its own database pool: worker/budget.py checks the total at start.
-        app.conf.worker_concurrency = concurrency
+        app.conf.worker_concurrency = settings.concurrency
     return app

@@ -22,11 +22,10 @@ client connections PgBouncer accepts, so only DB_CONNECTION_BUDGET is checked th
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from db.settings import ConfigError, DbSettings, env_number
+from db.settings import DbSettings
 
 log = logging.getLogger("journey_worker.budget")
 
@@ -127,12 +126,6 @@ def check_budget(
     )
 
 
-def budget_from_env(environ: Mapping[str, str]) -> int | None:
-    """DB_CONNECTION_BUDGET as a whole number of at least 1, or None when unset."""
-    value = int(env_number(environ, "DB_CONNECTION_BUDGET", 0, minimum=1, integer=True))
-    return value or None
-
-
 def read_server_capacity(settings: DbSettings) -> ServerCapacity:
     """One short connection: the server's limits and its open client connections."""
     from sqlalchemy import create_engine, text
@@ -171,24 +164,22 @@ def connection_processes(concurrency: int, prefork: bool) -> int:
 
 
 def evaluate(
-    concurrency: int, prefork: bool, environ: Mapping[str, str]
+    concurrency: int, prefork: bool, db: DbSettings, connection_budget: int | None
 ) -> tuple[BudgetVerdict, str | None]:
     """The verdict for this worker, and a note when the server could not be asked.
 
-    Raises ConfigError for a malformed DB_CONNECTION_BUDGET or database setting.
+    connection_budget: DB_CONNECTION_BUDGET (worker.settings.BudgetSettings), None when unset.
     """
-    settings = DbSettings.from_env(environ)
-    budget = budget_from_env(environ)
     processes = connection_processes(concurrency, prefork)
     capacity: ServerCapacity | None = None
     note: str | None = None
-    if settings.is_sqlite:
+    if db.is_sqlite:
         note = "SQLite database: only DB_CONNECTION_BUDGET is checked"
-    elif settings.pgbouncer:
+    elif db.pgbouncer:
         note = "DB_PGBOUNCER=true: the server's max_connections is not checked"
     else:
         try:
-            capacity = read_server_capacity(settings)
+            capacity = read_server_capacity(db)
         except Exception as exc:  # unreachable, auth, timeout: the tasks will retry anyway
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             note = (
@@ -197,21 +188,19 @@ def evaluate(
             )
     verdict = check_budget(
         processes,
-        settings.connections_per_process,
-        budget,
+        db.connections_per_process,
+        connection_budget,
         capacity.usable if capacity else None,
         capacity.in_use if capacity else None,
     )
     return verdict, note
 
 
-def enforce(concurrency: int, prefork: bool, environ: Mapping[str, str]) -> BudgetVerdict:
+def enforce(
+    concurrency: int, prefork: bool, db: DbSettings, connection_budget: int | None
+) -> BudgetVerdict:
     """Log the verdict (one line) and raise SystemExit(2) when the worker must not start."""
-    try:
-        verdict, note = evaluate(concurrency, prefork, environ)
-    except ConfigError as exc:
-        log.critical("journey-worker: refusing to start: %s", exc)
-        raise SystemExit(2) from None
+    verdict, note = evaluate(concurrency, prefork, db, connection_budget)
     if verdict.refuses:
         log.critical("journey-worker: %s", verdict.message)
         raise SystemExit(2)

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -79,12 +79,13 @@ def _database_chain(environ: Mapping[str, str], timeout: float) -> Iterator[Chec
         millis = max(1, int(timeout * 1000))
         # A probe's own small engine: short statement and lock timeouts, nothing pooled.
         engine = build_engine(
-            replace(
-                settings,
-                pool_size=1,
-                max_overflow=0,
-                statement_timeout_ms=millis,
-                lock_timeout_ms=millis,
+            settings.model_copy(
+                update={
+                    "pool_size": 1,
+                    "max_overflow": 0,
+                    "statement_timeout_ms": millis,
+                    "lock_timeout_ms": millis,
+                }
             )
         )
         if not settings.is_sqlite:
@@ -166,20 +167,19 @@ def _cache_chain(environ: Mapping[str, str], timeout: float) -> Iterator[CheckRe
     except Exception as exc:
         yield CheckResult("cache", False, reason(exc))
         return
-    if settings.url is None:
+    url = settings.redis_url
+    if url is None:
         yield CheckResult("cache", True, "in-process (embedded)")
         return
-    client = redis.Redis.from_url(
-        settings.url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         started = time.monotonic()
         client.ping()
         millis = (time.monotonic() - started) * 1000
-        where = f"Redis at {redacted(settings.url)}"
+        where = f"Redis at {redacted(url)}"
         yield CheckResult("cache", True, f"{where} (PING {millis:.1f} ms)")
     except Exception as exc:
-        yield CheckResult("cache", False, f"Redis at {redacted(settings.url)}: {reason(exc)}")
+        yield CheckResult("cache", False, f"Redis at {redacted(url)}: {reason(exc)}")
     finally:
         client.close()
 
@@ -197,9 +197,9 @@ def _broker_chain(environ: Mapping[str, str], timeout: float) -> Iterator[CheckR
     if settings.embedded_broker:
         yield CheckResult("broker", True, "filesystem (embedded)")
         return
-    where = redacted(settings.broker_url)
+    where = redacted(settings.broker)
     connection = Connection(
-        settings.broker_url,
+        settings.broker,
         connect_timeout=timeout,
         # The Redis transport reads its socket timeouts from here, not from connect_timeout.
         transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout},

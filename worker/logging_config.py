@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from db.settings import ConfigError
-
-LOG_FORMATS = ("text", "json")
+from worker.settings import LoggingSettings, current_settings
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -25,15 +22,6 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
     "asctime",
     "taskName",
 }
-
-
-def log_format(environ: Mapping[str, str] | None = None) -> str:
-    """LOG_FORMAT: 'text' (default) or 'json'; ConfigError names the variable otherwise."""
-    env = os.environ if environ is None else environ
-    value = env.get("LOG_FORMAT", "").strip().lower() or "text"
-    if value not in LOG_FORMATS:
-        raise ConfigError("LOG_FORMAT", f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
-    return value
 
 
 def _current_task() -> tuple[str | None, str | None]:
@@ -84,9 +72,11 @@ def use_json(loggers: Iterable[logging.Logger]) -> None:
             handler.setFormatter(formatter)
 
 
-def apply(logger: logging.Logger, environ: Mapping[str, str] | None = None) -> bool:
-    """After Celery configured `logger`: switch it (and Celery's own helpers) to JSON if asked."""
-    if log_format(environ) != "json":
+def apply(logger: logging.Logger, settings: LoggingSettings | None = None) -> bool:
+    """After Celery configured `logger`: switch it (and Celery's own helpers) to JSON if asked
+    (LOG_FORMAT=json; `settings` default: the process's)."""
+    settings = settings if settings is not None else current_settings().logging
+    if settings.log_format != "json":
         return False
     from celery.utils.log import get_multiprocessing_logger
 

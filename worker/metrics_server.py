@@ -23,12 +23,12 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from db.settings import ConfigError, env_number
+from worker.settings import MetricsSettings
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -37,27 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("journey_worker.metrics")
 
 CACHE_COUNTERS = ("hits", "misses", "fills", "invalidations", "stale_fill_refusals")
-
-
-@dataclass(frozen=True)
-class MetricsSettings:
-    port: int | None
-    address: str = "0.0.0.0"
-    directory: str | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.port is not None
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> MetricsSettings:
-        env = os.environ if environ is None else environ
-        port = int(env_number(env, "METRICS_PORT", 0, minimum=1, integer=True)) or None
-        if port is not None and port > 65535:
-            raise ConfigError("METRICS_PORT", f"must be at most 65535, got {port}")
-        address = env.get("METRICS_ADDRESS", "").strip() or "0.0.0.0"
-        directory = env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None
-        return cls(port=port, address=address, directory=directory)
 
 
 def enable_multiprocess(directory: str | None) -> tuple[Path, bool]:
@@ -105,10 +84,10 @@ class CacheStatsCollector:
         # this thread may hold that cache's locks.
         with self._lock:
             if self._cache is None:
-                from cache import CacheSettings, build_cache
+                from cache import build_cache, cache_settings
 
                 try:
-                    settings = CacheSettings.from_env()
+                    settings = cache_settings()
                 except ValueError as exc:  # the children report it where it matters
                     log.warning("cache metrics disabled: %s", exc)
                     self._cache = False

@@ -319,7 +319,8 @@ def _cache(env: Mapping[str, str]) -> Section:
     from cache.journey_cache import STAT_GROUPS
 
     settings = CacheSettings.from_env(env)
-    if settings.url is None:
+    url = settings.redis_url
+    if url is None:
         raise Unavailable(
             "in-process cache: every process counts its own hits; set REDIS_URL to share them"
         )
@@ -327,9 +328,9 @@ def _cache(env: Mapping[str, str]) -> Section:
     try:
         cache.redis.ping()
     except Exception as exc:  # stats() would quietly read zeros; say why instead
-        raise Unavailable(f"Redis at {redacted(settings.url)}: {reason(exc)}") from exc
+        raise Unavailable(f"Redis at {redacted(url)}: {reason(exc)}") from exc
     stats = cache.stats()
-    section: Section = {"backend": f"Redis at {redacted(settings.url)}"}
+    section: Section = {"backend": f"Redis at {redacted(url)}"}
     for group in STAT_GROUPS:
         counters: dict[str, Any] = dict(stats[group])
         lookups = counters["hits"] + counters["misses"]
@@ -342,7 +343,7 @@ def _queue(env: Mapping[str, str]) -> Section:
     from worker.settings import WorkerSettings
 
     settings = WorkerSettings.from_env(env)
-    url = settings.broker_url
+    url = settings.broker
     if settings.embedded_broker:
         raise Unavailable("n/a for the embedded filesystem broker")
     try:

@@ -18,6 +18,7 @@ from celery.signals import (
 
 from db.engine import dispose_after_fork
 from worker import budget, logging_config, metrics_server
+from worker.settings import current_settings
 
 
 @worker_process_init.connect
@@ -53,15 +54,15 @@ def _before_the_pool_forks(instance: Any, **_: Any) -> None:
     if getattr(instance, "autoscale", None):
         # --autoscale=max,min: the budget must hold at the maximum.
         concurrency = max(concurrency, int(instance.max_concurrency))
-    budget.enforce(concurrency, _is_prefork(instance.pool_cls), os.environ)
-    try:
-        settings = metrics_server.MetricsSettings.from_env()
-    except ValueError as exc:
-        logging.getLogger("journey_worker.metrics").critical(
-            "journey-worker: refusing to start: %s", exc
-        )
-        raise SystemExit(2) from None
-    metrics_server.start(settings)
+    # The settings were validated when the worker package was imported (worker/__init__.py).
+    settings = current_settings()
+    budget.enforce(
+        concurrency,
+        _is_prefork(instance.pool_cls),
+        settings.db,
+        settings.budget.connection_budget,
+    )
+    metrics_server.start(settings.metrics)
 
 
 @worker_process_shutdown.connect

@@ -6,7 +6,6 @@ in-process cache); with DATABASE_URL, REDIS_URL and CELERY_BROKER_URL it runs on
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,10 +30,11 @@ from db.models import (
     Message,
     Tenant,
 )
-from db.settings import EMBEDDED_DIR, DbSettings
+from db.settings import EMBEDDED_DIR, parse_database_url, use_db_settings
 from tasks import names
 from worker.app import create_app
-from worker.settings import WorkerSettings
+from worker.health import redacted
+from worker.settings import WorkerSettings, current_settings
 
 FINISHED = ("COMPLETED", "EXITED", "FAILED")
 
@@ -159,30 +159,31 @@ def in_process_worker(app: Any, sqlite: bool) -> Iterator[None]:
 @click.option("--timeout", default=300.0, show_default=True, help="Give up after this long.")
 def demo(contacts: int, wait_seconds: float, timeout: float) -> None:
     """Seed a journey, enroll contacts, run a real worker, and print a summary."""
-    embedded_db = not os.environ.get("DATABASE_URL")
-    if embedded_db:
+    configured = current_settings()
+    settings = configured.db
+    if "url" not in settings.model_fields_set:  # DATABASE_URL unset: a fresh database of its own
         EMBEDDED_DIR.mkdir(exist_ok=True)
         path = EMBEDDED_DIR / "demo.db"
         for suffix in ("", "-wal", "-shm"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
-        os.environ["DATABASE_URL"] = f"sqlite:///{path}"
-    settings = DbSettings.from_env()
-    if not settings.is_sqlite:
-        settings = DbSettings(**{**settings.__dict__, "pool_size": 6, "max_overflow": 2})
+        settings = settings.model_copy(update={"url": parse_database_url(f"sqlite:///{path}")})
+    elif not settings.is_sqlite:
+        settings = settings.model_copy(update={"pool_size": 6, "max_overflow": 2})
+    use_db_settings(settings)
     engine = db_engine.build_engine(settings)
     db_engine.use_engine(engine)
     upgrade(engine, "head")
 
-    worker_settings = WorkerSettings.from_env()
+    worker_settings = configured.worker
     if worker_settings.embedded_broker:
-        worker_settings = WorkerSettings(broker_url="memory://localhost/", embedded_broker=False)
-    app = create_app(worker_settings)
+        worker_settings = WorkerSettings(broker_url="memory://localhost/")
+    app = create_app(worker_settings, configured.engine)
     cache = get_cache()
     cache.reset_stats()
     where = (
         f"database={engine.url.render_as_string(hide_password=True)} "
-        f"broker={worker_settings.broker_url.split('@')[-1]} "
-        f"cache={'redis' if os.environ.get('REDIS_URL') else 'in-process'}"
+        f"broker={redacted(worker_settings.broker)} "
+        f"cache={'in-process' if configured.cache.embedded else 'redis'}"
     )
     click.echo(f"journey-worker demo: {contacts} contacts; {where}")
 

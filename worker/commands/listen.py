@@ -13,9 +13,8 @@ from types import FrameType
 
 import click
 
-from cache import CacheSettings
-from db.settings import DbSettings
 from worker.listen import REPORT_SECONDS, Listener, conninfo_from_url
+from worker.settings import current_settings
 
 log = logging.getLogger("worker.listen")
 
@@ -23,13 +22,13 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _configure_logging(level: str) -> None:
-    from worker.logging_config import JsonFormatter, log_format
+    from worker.logging_config import JsonFormatter
 
     handler = logging.StreamHandler(sys.stderr)
     # LOG_FORMAT=json gives the same one-object-per-line records as the worker's.
     formatter = (
         JsonFormatter()
-        if log_format() == "json"
+        if current_settings().logging.log_format == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     handler.setFormatter(formatter)
@@ -72,8 +71,8 @@ def listen(log_level: str, report_interval: float) -> None:
     invalidates the shared cache (REDIS_URL). Run one or two per deployment; reconnects by itself.
     """
     _configure_logging(log_level.upper())
-    db_settings = DbSettings.from_env()
-    cache_settings = CacheSettings.from_env()
+    settings = current_settings()
+    db_settings, cache_settings = settings.db, settings.cache
     stop = threading.Event()
     _stop_on_signals(stop)
 
