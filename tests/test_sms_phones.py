@@ -46,7 +46,9 @@ def test_normalize_e164_valid_numbers(raw: str, region: str | None, expected: st
         ("+" + "1" * 300, None),  # absurdly long input
     ],
 )
-def test_normalize_e164_rejects_what_is_not_a_valid_number(raw: str | None, region: str | None) -> None:
+def test_normalize_e164_rejects_what_is_not_a_valid_number(
+    raw: str | None, region: str | None
+) -> None:
     assert normalize_e164(raw, region) is None
 
 
