@@ -82,11 +82,14 @@ class TenantSendPolicy:
 
     def send_rate_for_number(self, sending_number: str | None) -> float | None:
         """The sending number's own rate if it has one, else the tenant's (None: no limit)."""
-        number = normalize_e164(sending_number) if sending_number else None
-        for configured, rate in self.send_rate_per_second_by_number:
-            if configured == number:
-                return rate
-        return self.send_rate_per_second
+        if not sending_number or not self.send_rate_per_second_by_number:
+            return self.send_rate_per_second
+        rates = dict(self.send_rate_per_second_by_number)
+        # Sending numbers are usually stored in E.164 already; parse only when not.
+        rate = rates.get(sending_number)
+        if rate is None:
+            rate = rates.get(normalize_e164(sending_number) or "")
+        return self.send_rate_per_second if rate is None else rate
 
 
 def _is_number(value: object) -> bool:
