@@ -27,6 +27,15 @@ class InvalidNodeConfig(PermanentError):
         super().__init__(f"invalid_node_config: {problem}")
 
 
+class InvalidTenantSettings(PermanentError):
+    """A known key of tenants.settings is malformed; `key` names it (e.g. quiet_hours.start)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"invalid_tenant_settings: {key} {problem}")
+        self.key = key
+        self.problem = problem
+
+
 class MissingPlaceholder(PermanentError):
     def __init__(self, name: str) -> None:
         super().__init__(f"missing_placeholder: {name}")
