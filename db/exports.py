@@ -126,12 +126,14 @@ class CopyExport:
         statement: sql.Composed,
         *,
         statement_timeout_ms: int,
+        read_only: bool = False,
         chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         self._engine = engine
         self._statement = statement
         self._statement_timeout_ms = int(statement_timeout_ms)
         self._chunk_bytes = chunk_bytes
+        self._read_only = read_only
         self._lock = threading.Lock()  # one reader at a time; close() waits for it
         self._raw: Any = None  # the pool's connection proxy
         self._driver: Any = None  # its psycopg connection (cancel() needs it)
@@ -158,6 +160,9 @@ class CopyExport:
         self._raw = self._engine.raw_connection()
         try:
             self._driver = self._raw.driver_connection
+            if self._read_only:
+                # BEGIN READ ONLY: the API's exports cannot write even by mistake.
+                self._driver.read_only = True
             cursor = self._driver.cursor()
             # The whole export is one statement: the per-connection 60 s would cut it short.
             cursor.execute(
@@ -247,6 +252,8 @@ class CopyExport:
                 raw.rollback()
             else:
                 raw.commit()
+            if self._read_only:
+                raw.driver_connection.read_only = None  # back to the server's default
             raw.close()
         except Exception:
             # A connection in an unknown state never goes back to the pool.

@@ -248,6 +248,10 @@ def messages_page(
     return page
 
 
+def journey_exists(conn: Connection, tenant_id: uuid.UUID, journey_id: uuid.UUID) -> bool:
+    return bool(conn.execute(_journey_is_tenants(tenant_id, journey_id)).scalar())
+
+
 def journey_tenant(conn: Connection, journey_id: uuid.UUID) -> uuid.UUID:
     """The tenant owning a journey: operator commands (export, stats) name only the journey,
     then read through the same tenant-scoped statements the API uses."""

@@ -9,6 +9,7 @@ TENANT_UPDATED = "journeys.tenant_updated"
 DELIVER_MESSAGE = "journeys.deliver_message"
 DISPATCH_DUE = "journeys.dispatch_due"
 PURGE_EXECUTIONS = "journeys.purge_executions"
+REFRESH_STATS = "journeys.refresh_stats"
 
 DEFAULT_QUEUE = "journeys"
 # Entry steps published by journeys.enroll. Workers consume both queues and the brokers

@@ -31,6 +31,9 @@ class EngineSettings:
     sms_provider: str = "log"
     sms_provider_url: str | None = None
     sms_provider_timeout: float = 5.0
+    # The funnel view's refresh (tasks/stats.py; docs/operations.md says why both).
+    stats_refresh_statement_timeout_ms: int = 300_000
+    stats_refresh_lock_timeout_ms: int = 5_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineSettings:
@@ -65,6 +68,10 @@ class EngineSettings:
             sms_provider_timeout=env_number(
                 env, "SMS_PROVIDER_TIMEOUT_SECONDS", 5.0, minimum=0.1, integer=False
             ),
+            stats_refresh_statement_timeout_ms=whole(
+                "STATS_REFRESH_STATEMENT_TIMEOUT_MS", 300_000, 1
+            ),
+            stats_refresh_lock_timeout_ms=whole("STATS_REFRESH_LOCK_TIMEOUT_MS", 5_000, 1),
         )
 
 

@@ -26,7 +26,9 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings.from_env()
     concurrency = worker_concurrency()
     logging_config.log_format()  # a bad LOG_FORMAT fails here, like every other setting
-    app = Celery("journey_worker", broker=settings.broker_url, include=["tasks.journeys"])
+    app = Celery(
+        "journey_worker", broker=settings.broker_url, include=["tasks.journeys", "tasks.stats"]
+    )
     transport_options: dict[str, object] = {}
     if settings.embedded_broker:
         transport_options.update(embedded_broker_options())
@@ -88,6 +90,13 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
             },
         },
     )
+    if settings.stats_refresh_interval > 0:
+        app.conf.beat_schedule["refresh-stats"] = {
+            "task": names.REFRESH_STATS,
+            "schedule": timedelta(seconds=settings.stats_refresh_interval),
+            # A refresh still queued when the next is due is superseded by it.
+            "options": {"expires": settings.stats_refresh_interval},
+        }
     if concurrency is not None:
         # Each child holds its own database pool: worker/budget.py checks the total at start.
         app.conf.worker_concurrency = concurrency

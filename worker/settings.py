@@ -30,6 +30,8 @@ class WorkerSettings:
     time_limit: int = 60
     visibility_timeout: int = 3600
     dispatch_interval: float = 2.0
+    # How often beat refreshes the funnel view; 0 schedules no refresh.
+    stats_refresh_interval: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -56,6 +58,9 @@ class WorkerSettings:
             ),
             dispatch_interval=env_number(
                 env, "DISPATCH_INTERVAL_SECONDS", 2.0, minimum=0.1, integer=False
+            ),
+            stats_refresh_interval=env_number(
+                env, "STATS_REFRESH_INTERVAL_SECONDS", 300.0, minimum=0, integer=False
             ),
         )
 
