@@ -86,5 +86,7 @@ def create_app(settings: ApiSettings | None = None, engine: Engine | None = None
     app.include_router(pages.router)
     app.include_router(exports.router)
     app.include_router(stats.router)
+    # Added last is outermost: the request context wraps the 500 handler, which wraps the app.
+    app.add_middleware(problems.InternalErrorMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -82,7 +82,7 @@ State = Annotated[ApiState, Depends(state)]
 
 
 def decode_cursor(api: ApiState, listing: str, cursor: str | None) -> Keyset | None:
-    if cursor is None:
+    if not cursor:  # absent or empty: the first page
         return None
     try:
         return api.cursors.decode(listing, cursor)

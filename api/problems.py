@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import current_request_id
 
@@ -130,14 +131,45 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error", exc_info=exc)
-    return problem_response(
-        request,
-        500,
-        f"internal error; the server's log has the details under request id {current_request_id()}",
-        type_=INTERNAL,
-    )
+class InternalErrorMiddleware:
+    """Any other exception: a 500 problem naming the request id, and the traceback in the log.
+    Inside RequestContextMiddleware (unlike Starlette's own error handler), so both still know
+    the request id. Once a response has started (an export mid-stream) there is nothing left to
+    answer: the exception goes on, and the server drops the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+            if started:
+                raise
+            request_id = current_request_id()
+            body = {
+                "type": INTERNAL,
+                "title": HTTPStatus(500).phrase,
+                "status": 500,
+                "detail": "internal error; the server's log has the details under request id "
+                f"{request_id}",
+                "instance": scope.get("path"),
+                "request_id": request_id,
+            }
+            response = JSONResponse(body, status_code=500, media_type=PROBLEM_JSON)
+            await response(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
@@ -146,7 +178,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(Exception, _internal_error)
 
 
 # For the OpenAPI document: what each error answer looks like.
