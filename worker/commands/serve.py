@@ -53,9 +53,9 @@ def serve(host: str | None, port: int | None, log_level: str) -> None:
     from api.app import create_app
     from api.settings import ApiSettings
 
-    configure_logging(log_level.upper())
     settings = ApiSettings.from_env()
     app = create_app(settings)
+    configure_logging(log_level.upper())
     engine = app.state.api.engine
     with engine.connect() as conn:  # OperationalError: one line naming DATABASE_URL, exit 2
         conn.execute(text("SELECT 1"))
