@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Response
@@ -33,10 +34,66 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"
 router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
 
 
+class RunningExport:
+    """An export between its start and its end: its chunks for the response, and one cleanup
+    (cancel an unfinished COPY, give the connection and the slot back, log) that runs exactly
+    once, whether the stream ended, failed, was cut by a disconnect, or never began."""
+
+    def __init__(
+        self, export: CopyExport, release: Callable[[], None], label: str, header_rows: int
+    ) -> None:
+        self.export = export
+        self._release = release
+        self._label = label
+        self._header_rows = header_rows
+        self._completed = False
+        self._finished = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                # abandon_on_cancel: a disconnect must not wait for a read blocked on the
+                # server; finish() cancels the query, which ends that read, and waits for it.
+                chunk = await anyio.to_thread.run_sync(
+                    self.export.read_chunk, abandon_on_cancel=True
+                )
+                if not chunk:
+                    self._completed = True
+                    return
+                yield chunk
+        except Exception:
+            log.exception("export %s failed after %d bytes", self._label, self.export.bytes)
+            raise
+        finally:
+            await self.finish()
+
+    async def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        with anyio.CancelScope(shield=True):
+            if not self._completed:
+                self.export.cancel()
+            await anyio.to_thread.run_sync(self.export.close)
+        self._release()
+        log.info(
+            "export %s %s: %d rows, %d bytes",
+            self._label,
+            "completed" if self._completed else "stopped before the end (client gone or error)",
+            max(self.export.messages - self._header_rows, 0),
+            self.export.bytes,
+            extra={"event": "export", "completed": self._completed, "bytes": self.export.bytes},
+        )
+
+
 class DisconnectAwareStream(StreamingResponse):
     """Streams while listening for the client's disconnect, whatever ASGI spec version the
-    server speaks (Starlette only listens below 2.4), and always closes the body iterator, so
-    the export's cleanup runs at once instead of whenever the generator is collected."""
+    server speaks (Starlette only listens below 2.4), and cleans the export up the moment the
+    response ends, instead of whenever the generator happens to be collected."""
+
+    def __init__(self, running: RunningExport, **kwargs: Any) -> None:
+        super().__init__(running.chunks(), **kwargs)
+        self._running = running
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -52,38 +109,7 @@ class DisconnectAwareStream(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
-
-
-async def _chunks(
-    export: CopyExport, release: Callable[[], None], label: str, header_rows: int
-) -> AsyncIterator[bytes]:
-    completed = False
-    try:
-        while True:
-            # abandon_on_cancel: a disconnect must not wait for a read blocked on the server;
-            # cancel() below makes that read fail, and close() waits for it.
-            chunk = await anyio.to_thread.run_sync(export.read_chunk, abandon_on_cancel=True)
-            if not chunk:
-                completed = True
-                return
-            yield chunk
-    except Exception:
-        log.exception("export %s failed after %d bytes", label, export.bytes)
-        raise
-    finally:
-        if not completed:
-            export.cancel()
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(export.close)
-        release()
-        log.info(
-            "export %s %s: %d rows, %d bytes",
-            label,
-            "completed" if completed else "stopped before the end (client gone or error)",
-            max(export.messages - header_rows, 0),
-            export.bytes,
-            extra={"event": "export", "completed": completed, "bytes": export.bytes},
-        )
+                await self._running.finish()  # if the stream never started
 
 
 async def start_export(
@@ -121,7 +147,7 @@ async def start_export(
         raise
     label = f"{kind}.{fmt} journey={journey_id}"
     return DisconnectAwareStream(
-        _chunks(export, slots.release, label, 1 if fmt == "csv" else 0),
+        RunningExport(export, slots.release, label, 1 if fmt == "csv" else 0),
         media_type=MEDIA_TYPES[fmt],
         headers={
             "Content-Disposition": f'attachment; filename="journey-{journey_id}-{kind}.{fmt}"',

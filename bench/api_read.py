@@ -251,27 +251,48 @@ def export(client: httpx.Client, pid: int, path: str) -> dict[str, Any]:
     }
 
 
+# Why not ru_maxrss from wait4: Linux carries a process's high-water mark across exec, so a
+# child spawned by a big parent reports the parent's size. VmHWM is the peak of the process's
+# own address space, which exec starts afresh: the CLI prints it on its way out.
+PEAK_RSS_WRAPPER = """
+import atexit, sys
+def report():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write("peak " + line)
+atexit.register(report)
+from worker.cli import main
+sys.argv = ["journey-worker", *sys.argv[1:]]
+main()
+"""
+
+
+def run_cli_measuring_peak(args: list[str], env: dict[str, str]) -> tuple[int, int, str]:
+    """`journey-worker ARGS` in a fresh process: (exit code, its peak RSS in kB, stderr)."""
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    peaks = [line for line in result.stderr.splitlines() if line.startswith("peak VmHWM:")]
+    return result.returncode, int(peaks[-1].split()[2]) if peaks else 0, result.stderr
+
+
 def cli_export(url: URL, journey: uuid.UUID, fmt: str, output: Path) -> dict[str, Any]:
     env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
     began = time.perf_counter()
-    process = subprocess.Popen(
-        [journey_worker(), "export", str(journey), "--format", fmt, "-o", str(output)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    code, peak_kb, stderr = run_cli_measuring_peak(
+        ["export", str(journey), "--format", fmt, "-o", str(output)], env
     )
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise RuntimeError(f"export exited with {process.returncode}")
+    if code:
+        raise RuntimeError(f"export exited with {code}: {stderr[-500:]}")
     seconds = time.perf_counter() - began
     size = output.stat().st_size
     output.unlink()
-    return {
-        "seconds": round(seconds, 2),
-        "bytes": size,
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-    }
+    return {"seconds": round(seconds, 2), "bytes": size, "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 def measure(url: URL, ids: dict[str, Any], rows: int, limit: int) -> dict[str, Any]:

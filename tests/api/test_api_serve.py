@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from tests.api.serve_process import Server, command, serve, vm_kb
+from bench.api_read import run_cli_measuring_peak
+from tests.api.serve_process import Server, serve, vm_kb
 from tests.conftest import create_database, drop_database
 from tests.services import unique_name
 
@@ -167,19 +167,12 @@ def test_the_servers_memory_does_not_grow_with_the_export(server: Server, big_db
 
 
 def cli_export_peak_kb(big_db: BigDb, journey: uuid.UUID, output: Path) -> int:
-    env = {**os.environ, "DATABASE_URL": big_db.url}
-    process = subprocess.Popen(
-        [*command(), "export", str(journey), "--format", "jsonl", "-o", str(output)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    code, peak_kb, stderr = run_cli_measuring_peak(
+        ["export", str(journey), "--format", "jsonl", "-o", str(output)],
+        {**os.environ, "DATABASE_URL": big_db.url},
     )
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
-    if process.stderr:
-        process.stderr.close()
-    return int(usage.ru_maxrss)  # kB on Linux
+    assert code == 0 and peak_kb > 0, stderr
+    return peak_kb
 
 
 def test_the_cli_exports_in_constant_memory(big_db: BigDb, tmp_path: Path) -> None:
@@ -242,4 +235,35 @@ def test_a_client_that_hangs_up_stops_the_query(server: Server, big_db: BigDb) -
         assert time.monotonic() < deadline, server.log_lines()[-5:]
         time.sleep(0.05)
     # The slot and the connection are back: the next export runs to the end.
+    assert export_lines(server, big_db.small) == SMALL + 1
+
+
+def test_an_export_that_fails_midway_is_a_truncated_transfer(server: Server, big_db: BigDb) -> None:
+    """After the first byte the status cannot change: the client must see an incomplete
+    transfer, never a short file that looks complete. The failure here: the database ends the
+    export's session (as a restart or an operator's pg_terminate_backend would)."""
+    database = big_db.engine.url.database
+    received = 0
+    with (
+        httpx.Client(base_url=server.url, timeout=60) as client,
+        pytest.raises(httpx.RemoteProtocolError),
+        client.stream(
+            "GET", f"/v1/journeys/{big_db.big}/executions.jsonl", headers=auth()
+        ) as response,
+    ):
+        assert response.status_code == 200
+        for chunk in response.iter_bytes():
+            received += len(chunk)
+            if received > 1_000_000 and running_copies(big_db.engine, str(database)):
+                with big_db.engine.connect() as conn:
+                    conn.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = :db AND query LIKE 'COPY (SELECT%'"
+                        ),
+                        {"db": database},
+                    )
+                    conn.commit()
+    assert received < BIG * 100  # it did stop early
+    # The slot and the pool recovered (the broken connection was discarded, not reused).
     assert export_lines(server, big_db.small) == SMALL + 1
