@@ -94,14 +94,22 @@ WITH NO DATA
 """
 
 
-def upgrade() -> None:
-    postgres = op.get_bind().dialect.name == "postgresql"
+def _create_stats_refreshes() -> None:
     op.create_table(
         "stats_refreshes",
         sa.Column("view_name", sa.String(64), primary_key=True),
         sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("duration_ms", sa.Integer(), nullable=False),
     )
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    postgres = bind.dialect.name == "postgresql"
+    # Every step is rerunnable, like 0002-0004's: a rerun (after a failed concurrent build, or
+    # a database stamped back) skips what exists and builds what is missing.
+    if not sa.inspect(bind).has_table("stats_refreshes"):
+        _create_stats_refreshes()
     if postgres:
         op.execute(VIEW_SQL)
         op.execute(
