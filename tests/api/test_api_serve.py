@@ -210,7 +210,9 @@ def test_a_client_that_hangs_up_stops_the_query(server: Server, big_db: BigDb) -
         )
         received = b""
         while len(received) < 256 * 1024:  # the export is running: read a little of it
-            received += sock.recv(65536)
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed the connection early: {received[:300]!r}"
+            received += chunk
         assert received.startswith(b"HTTP/1.1 200")
         # Stop reading: the server fills the socket, then waits. The COPY is still running.
         deadline = time.monotonic() + 10
