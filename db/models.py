@@ -122,6 +122,8 @@ class Journey(Record):
     __table_args__ = (
         CheckConstraint(check_in("status", JourneyStatus), name="ck_journeys_status"),
         Index("ix_journeys_tenant_id", "tenant_id"),
+        # The API's keyset pages (migration 0005): a page is a range scan from the cursor on.
+        Index("ix_journeys_tenant_created", "tenant_id", "created_at", "id"),
     )
 
     tenant_id: Mapped[uuid.UUID] = tenant_fk()
@@ -180,6 +182,15 @@ class JourneyContact(Record):
             postgresql_where=text("status = 'ACTIVE' AND due_at IS NULL"),
             sqlite_where=text("status = 'ACTIVE' AND due_at IS NULL"),
         ),
+        # The API's keyset pages of a journey's contacts, unfiltered and by status (0005).
+        Index("ix_journey_contacts_journey_created", "journey_id", "created_at", "id"),
+        Index(
+            "ix_journey_contacts_journey_status_created",
+            "journey_id",
+            "status",
+            "created_at",
+            "id",
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = tenant_fk()
@@ -215,6 +226,11 @@ class JourneyNodeExecution(Record):
         ),
         # Exactly one execution per step of a journey contact, whatever is redelivered.
         Index("uq_journey_node_executions_step", "journey_contact_id", "step_seq", unique=True),
+        # The API's keyset pages of a journey contact's executions and messages, read backwards
+        # for newest first (0005). step_seq cannot serve: upstream's PENDING rows have none.
+        Index(
+            "ix_journey_node_executions_contact_created", "journey_contact_id", "created_at", "id"
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = tenant_fk()
@@ -319,3 +335,15 @@ class TaskFailure(Base):
         JsonDocument, nullable=False, server_default=EMPTY_JSON, default=dict
     )
     error: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class StatsRefresh(Base):
+    """When a statistics view (db/stats.py) was last refreshed, written in the refresh's
+    transaction so readers see the view's rows and their age change together."""
+
+    __tablename__ = "stats_refreshes"
+
+    view_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The moment the refresh's snapshot was taken: the data is as of then.
+    refreshed_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)

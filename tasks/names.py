@@ -11,6 +11,7 @@ DELIVER_MESSAGE = "journeys.deliver_message"
 DELIVER_MESSAGES = "journeys.deliver_messages"
 DISPATCH_DUE = "journeys.dispatch_due"
 PURGE_EXECUTIONS = "journeys.purge_executions"
+REFRESH_STATS = "journeys.refresh_stats"
 
 DEFAULT_QUEUE = "journeys"
 # Entry steps published by journeys.enroll. Workers consume both queues and the brokers

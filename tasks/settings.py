@@ -63,6 +63,16 @@ class EngineSettings(Section):
     )
     """Seconds one provider call may take."""
 
+    # The funnel view's refresh (tasks/stats.py; docs/operations.md says why both).
+    stats_refresh_statement_timeout_ms: int = Field(
+        300_000, ge=1, validation_alias="STATS_REFRESH_STATEMENT_TIMEOUT_MS"
+    )
+    """How long one refresh of the funnel view may run."""
+    stats_refresh_lock_timeout_ms: int = Field(
+        5_000, ge=1, validation_alias="STATS_REFRESH_LOCK_TIMEOUT_MS"
+    )
+    """How long a refresh waits for its lock before giving up until the next tick."""
+
     @field_validator("sms_provider_url")
     @classmethod
     def _url_for_http(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:

@@ -23,11 +23,14 @@ EXECUTION_INDEXES = {
     "idx_journey_node_executions_node_contact_tenant",
     "idx_journey_node_executions_contact_tenant_executed",
     "uq_journey_node_executions_step",
+    "ix_journey_node_executions_contact_created",
 }
-# Indexes whose leading column is journey_contact_id.
+# Indexes whose leading column is journey_contact_id. migration 0005's (the API's executions
+# page) serves "newest first by created_at" best of all: PostgreSQL picks it where it exists.
 CONTACT_LEADING_INDEXES = {
     "idx_journey_node_executions_contact_tenant_executed",
     "uq_journey_node_executions_step",
+    "ix_journey_node_executions_contact_created",
 }
 
 RECENT_EXECUTIONS = """

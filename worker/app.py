@@ -20,6 +20,7 @@ TASK_MODULES = (
     "tasks.deliveries",
     "tasks.dispatch",
     "tasks.retention",
+    "tasks.stats",
 )
 
 
@@ -94,6 +95,13 @@ def create_app(
             },
         },
     )
+    if settings.stats_refresh_interval > 0:
+        app.conf.beat_schedule["refresh-stats"] = {
+            "task": names.REFRESH_STATS,
+            "schedule": timedelta(seconds=settings.stats_refresh_interval),
+            # A refresh still queued when the next is due is superseded by it.
+            "options": {"expires": settings.stats_refresh_interval},
+        }
     if settings.concurrency is not None:
         # Each child holds its own database pool: worker/budget.py checks the total at start.
         app.conf.worker_concurrency = settings.concurrency

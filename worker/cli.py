@@ -9,8 +9,11 @@ import click
 from worker.commands import bench as bench_commands
 from worker.commands import db as db_commands
 from worker.commands import demo as demo_commands
+from worker.commands import export as export_commands
 from worker.commands import listen as listen_commands
 from worker.commands import ops as ops_commands
+from worker.commands import serve as serve_commands
+from worker.commands import stats as stats_commands
 
 
 class JourneyWorkerCLI(click.Group):
@@ -55,6 +58,9 @@ main.add_command(bench_commands.bench)
 main.add_command(listen_commands.listen)
 main.add_command(ops_commands.health)
 main.add_command(ops_commands.report)
+main.add_command(serve_commands.serve)
+main.add_command(export_commands.export)
+main.add_command(stats_commands.stats)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,10 @@ class WorkerSettings(Section):
     # The process.
     dispatch_interval: float = Field(2.0, ge=0.1, validation_alias="DISPATCH_INTERVAL_SECONDS")
     """Seconds between two runs of journeys.dispatch_due (beat)."""
+    stats_refresh_interval: float = Field(
+        300.0, ge=0, validation_alias="STATS_REFRESH_INTERVAL_SECONDS"
+    )
+    """Seconds between two refreshes of the funnel view (beat); 0 schedules none."""
     concurrency: int | None = Field(None, ge=1, validation_alias="WORKER_CONCURRENCY")
     """Prefork children, or None for Celery's default (the CPU count); -c/--concurrency wins."""
 
