@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 from db import engine as db_engine
 from tests.api.conftest import KEY_A, TRICKY_BODY, World, bearer
 from worker.cli import main
+from worker.settings import use_settings
 
 CONTRACT_COLUMNS = ["id", "journey_contact_id", "node_id", "status", "executed_at"]
 
@@ -82,11 +83,13 @@ def test_an_empty_journey_exports_a_header_only(
 
 def run_cli(pg_url: str, *args: str) -> Any:
     db_engine.use_engine(None)
+    use_settings(None)
     try:
         return CliRunner().invoke(main, list(args), env={"DATABASE_URL": pg_url})
     finally:
         engine = db_engine._engine
         db_engine.use_engine(None)
+        use_settings(None)
         if engine is not None:
             engine.dispose()
 
@@ -126,9 +129,11 @@ def test_export_and_stats_refuse_sqlite_with_one_line(tmp_path: Path) -> None:
         ["stats", "00000000-0000-0000-0000-000000000000"],
     ):
         db_engine.use_engine(None)
+        use_settings(None)
         result = CliRunner().invoke(
             main, args, env={"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
         )
         db_engine.use_engine(None)
+        use_settings(None)
         assert result.exit_code == 2, result.output
         assert result.output.count("\n") == 1 and "needs PostgreSQL" in result.output

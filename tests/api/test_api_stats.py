@@ -22,6 +22,7 @@ from db.models import JourneyNodeExecution, Message
 from db.settings import ConfigError
 from tests.api.conftest import KEY_A, KEY_B, T0, World, add_history, bearer
 from worker.cli import main
+from worker.settings import use_settings
 
 
 @pytest.fixture
@@ -274,28 +275,30 @@ def test_a_refresh_that_runs_too_long_is_stopped_by_its_statement_timeout(
         ddl.rollback()
 
 
-def test_beat_schedules_the_refresh_from_its_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_beat_schedules_the_refresh_from_its_setting() -> None:
     from tasks import names
     from worker.app import create_app
+    from worker.settings import WorkerSettings
 
-    monkeypatch.setenv("STATS_REFRESH_INTERVAL_SECONDS", "90")
-    app = create_app()
+    def worker(interval: str) -> WorkerSettings:
+        return WorkerSettings.from_env({"STATS_REFRESH_INTERVAL_SECONDS": interval})
+
+    app = create_app(worker("90"))
     entry = app.conf.beat_schedule["refresh-stats"]
     assert entry["task"] == names.REFRESH_STATS
-    assert entry["schedule"] == timedelta(seconds=90)
+    assert entry["schedule"].total_seconds() == 90
     assert "tasks.stats" in app.conf.include
     import tasks.stats  # noqa: F401
 
     assert names.REFRESH_STATS in app.tasks
-    monkeypatch.setenv("STATS_REFRESH_INTERVAL_SECONDS", "0")
-    assert "refresh-stats" not in create_app().conf.beat_schedule
-    monkeypatch.setenv("STATS_REFRESH_INTERVAL_SECONDS", "often")
+    assert "refresh-stats" not in create_app(worker("0")).conf.beat_schedule
     with pytest.raises(ConfigError, match="STATS_REFRESH_INTERVAL_SECONDS"):
-        create_app()
+        worker("often")
 
 
 def test_the_stats_command_prints_the_funnel(funnel: World, pg_url: str) -> None:
     db_engine.use_engine(None)
+    use_settings(None)
     try:
         result = CliRunner().invoke(
             main,
@@ -305,6 +308,7 @@ def test_the_stats_command_prints_the_funnel(funnel: World, pg_url: str) -> None
     finally:
         engine = db_engine._engine
         db_engine.use_engine(None)
+        use_settings(None)
         if engine is not None:
             engine.dispose()
     assert result.exit_code == 0, result.output

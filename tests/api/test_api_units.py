@@ -19,6 +19,7 @@ from db.pages import Keyset
 from db.settings import ConfigError
 from db.stats import funnel_order
 from worker.cli import main
+from worker.settings import use_settings
 
 TENANT = uuid.UUID("11111111-1111-1111-1111-111111111111")
 OTHER = uuid.UUID("22222222-2222-2222-2222-222222222222")
@@ -111,8 +112,10 @@ def test_funnel_order_walks_from_the_entry_node() -> None:
 
 def invoke_serve(env: dict[str, str]) -> tuple[int, str]:
     db_engine.use_engine(None)
+    use_settings(None)
     result = CliRunner().invoke(main, ["serve"], env=env)
     db_engine.use_engine(None)
+    use_settings(None)
     return result.exit_code, result.output
 
 

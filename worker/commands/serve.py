@@ -20,12 +20,15 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [request_id=%(request_id)s] %(
 def configure_logging(level: str) -> None:
     """Every line carries the request id ("-" outside a request); LOG_FORMAT=json as elsewhere."""
     from api.context import RequestContextFilter
-    from worker.logging_config import JsonFormatter, log_format
+    from worker.logging_config import JsonFormatter
+    from worker.settings import current_settings
 
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestContextFilter())
     handler.setFormatter(
-        JsonFormatter() if log_format() == "json" else logging.Formatter(TEXT_FORMAT)
+        JsonFormatter()
+        if current_settings().logging.log_format == "json"
+        else logging.Formatter(TEXT_FORMAT)
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
