@@ -8,10 +8,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Row, case, delete, insert, literal, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Row,
+    case,
+    delete,
+    exists,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.functions import FunctionElement
 
 from db.models import (
@@ -78,8 +91,9 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-def _dialect_insert(session: Session) -> Any:
-    name = session.get_bind().dialect.name
+def _dialect_insert(session: Session | Connection) -> Any:
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    name = bind.dialect.name
     return postgresql.insert if name == "postgresql" else sqlite.insert
 
 
@@ -336,10 +350,12 @@ class OutboundMessage:
     status: str
     body: str
     phone: str | None
+    # The provider the message is committed to, if an earlier attempt may have reached it.
+    provider: str | None = None
 
 
 def lock_message(
-    session: Session, tenant_id: uuid.UUID, message_id: uuid.UUID
+    session: Session | Connection, tenant_id: uuid.UUID, message_id: uuid.UUID
 ) -> OutboundMessage | None:
     stmt = (
         select(
@@ -350,6 +366,7 @@ def lock_message(
             Message.status,
             Message.body,
             Contact.phone,
+            Message.provider,
         )
         .join(Contact, Contact.id == Message.contact_id)
         .where(Message.id == message_id, Message.tenant_id == tenant_id)
@@ -359,7 +376,9 @@ def lock_message(
     return OutboundMessage(*row) if row else None
 
 
-def ensure_conversation(session: Session, tenant_id: uuid.UUID, contact_id: uuid.UUID) -> uuid.UUID:
+def ensure_conversation(
+    session: Session | Connection, tenant_id: uuid.UUID, contact_id: uuid.UUID
+) -> uuid.UUID:
     """The contact's conversation, created once whatever the concurrency (ON CONFLICT)."""
     session.execute(
         _dialect_insert(session)(Conversation)
@@ -374,13 +393,18 @@ def ensure_conversation(session: Session, tenant_id: uuid.UUID, contact_id: uuid
 
 
 def finish_message(
-    session: Session,
+    session: Session | Connection,
     message_id: uuid.UUID,
     *,
     status: str,
     conversation_id: uuid.UUID | None = None,
     error: str | None = None,
-) -> None:
+    provider: str | None = None,
+    provider_message_id: str | None = None,
+) -> str | None:
+    """Record the outcome; returns the provider_message_id stored (None when the provider gave
+    none, or gave one that another message of the tenant already holds: the message is sent
+    all the same, and a duplicate id from a provider must not turn it into a failure)."""
     values: dict[str, Any] = {
         "status": status,
         "error": error,
@@ -391,7 +415,49 @@ def finish_message(
         values["conversation_id"] = conversation_id
     if status == MessageStatus.SENT.value:
         values["sent_at"] = db_now()
-    session.execute(update(Message).where(Message.id == message_id).values(**values))
+    if provider is not None:
+        values["provider"] = provider
+    if provider_message_id is not None:
+        other = aliased(Message)
+        taken = exists().where(
+            other.tenant_id == Message.tenant_id,
+            other.provider_message_id == provider_message_id,
+            other.id != Message.id,
+        )
+        values["provider_message_id"] = case((~taken, provider_message_id), else_=None)
+    return session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(**values)
+        .returning(Message.provider_message_id)
+    ).scalar()
+
+
+def pin_message_provider(
+    session: Session | Connection,
+    message_id: uuid.UUID,
+    *,
+    expected: str | None,
+    provider: str | None,
+) -> bool:
+    """Move a QUEUED message's provider from `expected` to `provider`; False if it no longer
+    says `expected` (or is no longer QUEUED)."""
+    current = Message.provider.is_(None) if expected is None else Message.provider == expected
+    result = session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == MessageStatus.QUEUED.value, current)
+        .values(provider=provider, updated_at=db_now())
+    )
+    return bool(result.rowcount)
+
+
+def note_delivery_failure(session: Session | Connection, message_id: uuid.UUID, error: str) -> None:
+    """A failed attempt of a message that stays QUEUED (it will be retried): say why."""
+    session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == MessageStatus.QUEUED.value)
+        .values(error=error, attempts=Message.attempts + 1, updated_at=db_now())
+    )
 
 
 def claim_stale_messages(

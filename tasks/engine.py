@@ -19,7 +19,7 @@ from db.statuses import ContactStatus, ExecutionStatus, JourneyStatus, TenantSta
 from db.step_store import ExecutionWrite, StepStore, StepWrite
 from tasks import names
 from tasks.errors import PermanentError, UnknownEntity
-from tasks.http import call_json
+from tasks.http import webhook_egress
 from tasks.lookups import JourneyReader, NodeRecord
 from tasks.node_config import parse_node_config
 from tasks.nodes import ContactView, NodeDecision, decide
@@ -72,12 +72,13 @@ class StepRunner:
         store: StepStore,
         reader: JourneyReader,
         settings: EngineSettings,
-        http: Callable[..., Any] = call_json,
+        http: Callable[..., Any] | None = None,
     ) -> None:
         self.store = store
         self.reader = reader
         self.settings = settings
-        self.http = http
+        # The webhook client: tenants' URLs reach public addresses only (tasks/http.py).
+        self._http = http
 
     def run(self, cmd: StepCommand) -> StepOutcome:
         self.claimed = True
@@ -158,6 +159,12 @@ class StepRunner:
             return self._fail(exc.reason, node, pending)
         if decision.webhook is None:
             return self._apply(decision, node, pending)
+        try:
+            # A URL naming a forbidden IP outright fails here, before any lock or connection;
+            # names are checked where it counts, on the addresses actually connected to.
+            self._webhook_egress().check_literal(decision.webhook.url)
+        except PermanentError as exc:
+            return self._fail(exc.reason, node, pending)
         # The one outside effect: serialize it per journey contact, so a duplicate message
         # running at the same moment waits and then finds the step taken instead of calling
         # the webhook a second time (the Idempotency-Key covers what a crash may repeat).
@@ -196,7 +203,8 @@ class StepRunner:
             "previous_node_id": str(previous_node_id) if previous_node_id else None,
         }
         # The step identifies the call: a re-run of this step repeats the same key.
-        response = self.http(
+        http = self._http or self._webhook_egress().call_json
+        response = http(
             call.url,
             payload,
             method=call.method,
@@ -206,6 +214,9 @@ class StepRunner:
         return NodeDecision(
             next_node_id=decision.next_node_id, result={"http_status": response.status}
         )
+
+    def _webhook_egress(self) -> Any:
+        return webhook_egress(self.settings.webhook_allowed_networks)
 
     def _write(self, **changes: Any) -> None:
         state = self.state

@@ -12,12 +12,13 @@ from celery import shared_task
 from cache import get_cache
 from db import queries
 from db.engine import transaction
+from db.message_session import message_session
 from db.statuses import ContactStatus, JourneyStatus, MessageStatus, TenantStatus
 from db.step_store import step_store
 from tasks import metrics, names
 from tasks.arguments import check_kwargs, optional_step, uuid_arg, uuid_list_arg
 from tasks.base import JourneyTask, publish
-from tasks.delivery import provider_from_settings
+from tasks.delivery import DatabasePins, provider_from_settings
 from tasks.engine import Followup, StepCommand, StepRunner, execute_step_kwargs
 from tasks.errors import PermanentError, TransientError, UnknownEntity
 from tasks.lookups import JourneyReader
@@ -188,8 +189,9 @@ def tenant_updated(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, An
 def deliver_message(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     check_kwargs(names.DELIVER_MESSAGE, args, kwargs)
     tenant_id, message_id = uuid_arg(kwargs, "tenant_id"), uuid_arg(kwargs, "message_id")
-    provider = provider_from_settings(engine_settings())
-    with transaction() as session:
+    # This process alone delivers the message inside the block, and each statement commits at
+    # once: the provider it is committed to is on record before the call (tasks/delivery.py).
+    with message_session(message_id) as session:
         message = queries.lock_message(session, tenant_id, message_id)
         if message is None:
             raise UnknownEntity("message", message_id)
@@ -198,9 +200,13 @@ def deliver_message(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, A
         conversation_id = message.conversation_id or queries.ensure_conversation(
             session, tenant_id, message.contact_id
         )
+        provider = provider_from_settings(engine_settings(), DatabasePins(session))
         try:
-            # Transient errors propagate: the transaction rolls back and Celery retries.
-            provider.send(message)
+            sent = provider.send(message)
+        except TransientError as exc:
+            # Retried by Celery; the message stays QUEUED and says why.
+            queries.note_delivery_failure(session, message_id, str(exc))
+            raise
         except PermanentError as exc:
             queries.finish_message(
                 session,
@@ -218,7 +224,12 @@ def deliver_message(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, A
             )
             return {"outcome": "failed", "reason": exc.reason}
         queries.finish_message(
-            session, message_id, status=MessageStatus.SENT, conversation_id=conversation_id
+            session,
+            message_id,
+            status=MessageStatus.SENT,
+            conversation_id=conversation_id,
+            provider=sent.provider,
+            provider_message_id=sent.provider_message_id,
         )
     metrics.MESSAGES.labels("SENT").inc()
     return {"outcome": "sent"}

@@ -1,12 +1,14 @@
-"""Engine settings: the loop guard, step caps, the dispatcher and retries."""
+"""Engine settings: the loop guard, step caps, the dispatcher, retries and outbound HTTP."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from db.settings import ConfigError, env_number
+from tasks.egress_policy import IPNetwork, parse_allowed_networks
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,23 @@ class EngineSettings:
     purge_after_days: int = 90
     purge_batch_size: int = 5000
     sms_provider: str = "log"
-    sms_provider_url: str | None = None
+    # SMS_PROVIDER_URL, kept for callers that name one provider; sms_provider_urls wins.
+    # URLs may carry credentials: kept out of repr, so a logged settings object shows none.
+    sms_provider_url: str | None = field(default=None, repr=False)
     sms_provider_timeout: float = 5.0
+    # Failover order (SMS_PROVIDER_URLS); see provider_urls.
+    sms_provider_urls: tuple[str, ...] = field(default=(), repr=False)
+    # A provider failing this many times in a row is skipped for the cool-down, then tried again.
+    sms_provider_failure_threshold: int = 3
+    sms_provider_cooldown_seconds: float = 30.0
+    # Networks a webhook may reach besides public addresses (WEBHOOK_ALLOWED_NETWORKS).
+    webhook_allowed_networks: tuple[IPNetwork, ...] = ()
+
+    @property
+    def provider_urls(self) -> tuple[str, ...]:
+        if self.sms_provider_urls:
+            return self.sms_provider_urls
+        return (self.sms_provider_url,) if self.sms_provider_url else ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineSettings:
@@ -42,9 +59,15 @@ class EngineSettings:
         provider = env.get("SMS_PROVIDER", "").strip().lower() or "log"
         if provider not in ("log", "http"):
             raise ConfigError("SMS_PROVIDER", f"expected log or http, got {provider!r}")
-        provider_url = env.get("SMS_PROVIDER_URL", "").strip() or None
-        if provider == "http" and not provider_url:
-            raise ConfigError("SMS_PROVIDER_URL", "required when SMS_PROVIDER=http")
+        provider_urls = _provider_urls(env)
+        if provider == "http" and not provider_urls:
+            raise ConfigError(
+                "SMS_PROVIDER_URL", "required when SMS_PROVIDER=http (or SMS_PROVIDER_URLS)"
+            )
+        try:
+            allowed = parse_allowed_networks(env.get("WEBHOOK_ALLOWED_NETWORKS", ""))
+        except ValueError as exc:
+            raise ConfigError("WEBHOOK_ALLOWED_NETWORKS", str(exc)) from None
         return cls(
             loop_repeats=whole("LOOP_GUARD_REPEATS", 3, 1),
             loop_window_seconds=env_number(env, "LOOP_GUARD_WINDOW_SECONDS", 60.0, integer=False),
@@ -61,11 +84,42 @@ class EngineSettings:
             purge_after_days=whole("PURGE_EXECUTIONS_AFTER_DAYS", 90),
             purge_batch_size=whole("PURGE_BATCH_SIZE", 5000, 1),
             sms_provider=provider,
-            sms_provider_url=provider_url,
+            sms_provider_url=provider_urls[0] if provider_urls else None,
             sms_provider_timeout=env_number(
                 env, "SMS_PROVIDER_TIMEOUT_SECONDS", 5.0, minimum=0.1, integer=False
             ),
+            sms_provider_urls=provider_urls,
+            sms_provider_failure_threshold=whole("SMS_PROVIDER_FAILURE_THRESHOLD", 3, 1),
+            sms_provider_cooldown_seconds=env_number(
+                env, "SMS_PROVIDER_COOLDOWN_SECONDS", 30.0, minimum=0.1, integer=False
+            ),
+            webhook_allowed_networks=allowed,
         )
+
+
+def _provider_urls(env: Mapping[str, str]) -> tuple[str, ...]:
+    """SMS_PROVIDER_URLS (comma-separated, in failover order), or SMS_PROVIDER_URL as a list
+    of one. Errors never echo a URL: it may carry credentials."""
+    many = env.get("SMS_PROVIDER_URLS", "").strip()
+    one = env.get("SMS_PROVIDER_URL", "").strip()
+    if many and one:
+        raise ConfigError(
+            "SMS_PROVIDER_URLS", "set SMS_PROVIDER_URLS or SMS_PROVIDER_URL, not both"
+        )
+    name = "SMS_PROVIDER_URLS" if many else "SMS_PROVIDER_URL"
+    urls = tuple(part.strip() for part in (many or one).split(",")) if many or one else ()
+    for position, url in enumerate(urls, start=1):
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 - raises ValueError for a malformed port
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigError(name, f"entry {position} is not an http(s) URL with a host")
+    if len(set(urls)) != len(urls):
+        raise ConfigError(name, "the same URL is listed twice")
+    return urls
 
 
 _settings: EngineSettings | None = None

@@ -31,6 +31,10 @@ class Reply:
     # Announce this many more body bytes than are sent, then close (a truncated response).
     truncate: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    # Keep the connection open for the client's next request (HTTP/1.1 keep-alive).
+    keep_alive: bool = False
+    # Send the body one byte at a time, this many seconds apart (a slow-drip server).
+    drip: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,10 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     received_at: float
+    client_port: int = 0
 
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
 
     @property
     def idempotency_key(self) -> str | None:
@@ -55,13 +60,14 @@ class RecordedRequest:
 
 
 class HttpStub:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self._lock = threading.Lock()
         self._script: deque[Reply] = deque()
         self._then = Reply()
         self._requests: list[RecordedRequest] = []
         self._closing = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self._server = server_class((host, 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -72,7 +78,11 @@ class HttpStub:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     def url_for(self, path: str) -> str:
         return self.url + path
@@ -138,6 +148,7 @@ class HttpStub:
                         headers={k.lower(): v for k, v in self.headers.items()},
                         body=body,
                         received_at=time.monotonic(),
+                        client_port=int(self.client_address[1]),
                     )
                 )
                 reply = stub._next_reply()
@@ -159,14 +170,21 @@ class HttpStub:
                         self.send_header(name, value)
                     extra = 100 if reply.truncate else 0
                     self.send_header("Content-Length", str(len(payload) + extra))
-                    if reply.truncate:
+                    if not reply.keep_alive:
                         self.send_header("Connection", "close")
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if reply.drip:
+                        for index in range(len(payload)):
+                            self.wfile.write(payload[index : index + 1])
+                            self.wfile.flush()
+                            if stub._closing.wait(reply.drip):
+                                break
+                    else:
+                        self.wfile.write(payload)
                     self.wfile.flush()
                 except OSError:
                     pass  # the client gave up (timed out) before the reply: expected
-                self.close_connection = True
+                self.close_connection = not reply.keep_alive
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
@@ -176,13 +194,18 @@ class HttpStub:
         return Handler
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def _reply(value: int | Reply) -> Reply:
     return value if isinstance(value, Reply) else Reply(status=value)
 
 
 @contextmanager
-def http_stub() -> Iterator[HttpStub]:
-    stub = HttpStub().start()
+def http_stub(host: str = "127.0.0.1") -> Iterator[HttpStub]:
+    """A stub on a loopback address (127.0.0.1 unless told: any of 127/8, or ::1)."""
+    stub = HttpStub(host).start()
     try:
         yield stub
     finally:
