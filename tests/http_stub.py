@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -35,6 +36,8 @@ class Reply:
     keep_alive: bool = False
     # Send the body one byte at a time, this many seconds apart (a slow-drip server).
     drip: float = 0.0
+    # Hold the reply until the test sets this event (an interleaving the test controls).
+    gate: threading.Event | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class RecordedRequest:
 
 
 class HttpStub:
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self._lock = threading.Lock()
         self._script: deque[Reply] = deque()
         self._then = Reply()
@@ -68,6 +71,12 @@ class HttpStub:
         self._closing = threading.Event()
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
         self._server = server_class((host, 0), self._handler_class())
+        self._scheme = "https" if tls is not None else "http"
+        # The server names (SNI) TLS clients asked for, in order.
+        self.server_names: list[str | None] = []
+        if tls is not None:
+            tls.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -78,7 +87,8 @@ class HttpStub:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        host = f"[{host}]" if ":" in host else host
+        return f"{self._scheme}://{host}:{port}"
 
     @property
     def port(self) -> int:
@@ -152,6 +162,11 @@ class HttpStub:
                     )
                 )
                 reply = stub._next_reply()
+                if reply.gate is not None:
+                    while not reply.gate.wait(0.05):
+                        if stub._closing.is_set():
+                            self.close_connection = True
+                            return
                 if reply.delay and stub._closing.wait(reply.delay):
                     self.close_connection = True
                     return
@@ -203,9 +218,10 @@ def _reply(value: int | Reply) -> Reply:
 
 
 @contextmanager
-def http_stub(host: str = "127.0.0.1") -> Iterator[HttpStub]:
-    """A stub on a loopback address (127.0.0.1 unless told: any of 127/8, or ::1)."""
-    stub = HttpStub(host).start()
+def http_stub(host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> Iterator[HttpStub]:
+    """A stub on a loopback address (127.0.0.1 unless told: any of 127/8, or ::1); HTTPS
+    with `tls` (a server context)."""
+    stub = HttpStub(host, tls).start()
     try:
         yield stub
     finally:
