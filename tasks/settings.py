@@ -108,17 +108,22 @@ def _provider_urls(env: Mapping[str, str]) -> tuple[str, ...]:
         )
     name = "SMS_PROVIDER_URLS" if many else "SMS_PROVIDER_URL"
     urls = tuple(part.strip() for part in (many or one).split(",")) if many or one else ()
+    seen: dict[tuple[str, str, int | None, str], int] = {}
     for position, url in enumerate(urls, start=1):
         try:
             parts = urlsplit(url)
             valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-            parts.port  # noqa: B018 - raises ValueError for a malformed port
-        except ValueError:
+            # A provider is known by scheme, host, port and path (its name in messages.provider).
+            identity = (parts.scheme, parts.hostname or "", parts.port, parts.path)
+        except ValueError:  # a malformed port or IPv6 literal
             valid = False
         if not valid:
             raise ConfigError(name, f"entry {position} is not an http(s) URL with a host")
-    if len(set(urls)) != len(urls):
-        raise ConfigError(name, "the same URL is listed twice")
+        if identity in seen:
+            raise ConfigError(
+                name, f"entries {seen[identity]} and {position} name the same provider"
+            )
+        seen[identity] = position
     return urls
 
 
