@@ -55,6 +55,14 @@ def test_db_commands_print_one_line_and_exit_2(env: dict[str, str], expected: st
         ({"LOOP_GUARD_REPEATS": "0"}, "LOOP_GUARD_REPEATS: must be at least 1"),
         ({"REDIS_URL": "http://cache"}, "REDIS_URL"),
         ({"SMS_PROVIDER": "http"}, "SMS_PROVIDER_URL: required when SMS_PROVIDER=http"),
+        (
+            {"WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/8,intranet"},
+            "WEBHOOK_ALLOWED_NETWORKS: 'intranet' is not an IP network",
+        ),
+        (
+            {"SMS_PROVIDER": "http", "SMS_PROVIDER_URLS": "https://a.test/sms,not a url"},
+            "SMS_PROVIDER_URLS: entry 2 is not an http(s) URL with a host",
+        ),
     ],
 )
 def test_the_worker_refuses_to_start_on_a_bad_variable(env: dict[str, str], expected: str) -> None:
