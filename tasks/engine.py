@@ -19,7 +19,7 @@ from db.statuses import ContactStatus, ExecutionStatus, JourneyStatus, TenantSta
 from db.step_store import ExecutionWrite, StepStore, StepWrite
 from tasks import names
 from tasks.errors import PermanentError, UnknownEntity
-from tasks.http import webhook_egress
+from tasks.http import HttpEgress, webhook_egress
 from tasks.lookups import JourneyReader, NodeRecord
 from tasks.node_config import parse_node_config
 from tasks.nodes import ContactView, NodeDecision, decide
@@ -215,7 +215,7 @@ class StepRunner:
             next_node_id=decision.next_node_id, result={"http_status": response.status}
         )
 
-    def _webhook_egress(self) -> Any:
+    def _webhook_egress(self) -> HttpEgress:
         return webhook_egress(self.settings.webhook_allowed_networks)
 
     def _write(self, **changes: Any) -> None:
