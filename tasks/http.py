@@ -121,7 +121,8 @@ class _EgressTransport(httpx.HTTPTransport):
     def __init__(self, backend: EgressBackend, verify: ssl.SSLContext | bool) -> None:
         super().__init__(verify=verify, trust_env=False, limits=LIMITS)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            # trust_env here means SSL_CERT_FILE / SSL_CERT_DIR only, for a private CA.
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=True),
             max_connections=LIMITS.max_connections,
             max_keepalive_connections=LIMITS.max_keepalive_connections,
             keepalive_expiry=LIMITS.keepalive_expiry,
@@ -149,8 +150,8 @@ class HttpEgress:
         self.client = httpx.Client(
             transport=_EgressTransport(backend, verify),
             follow_redirects=False,
-            # No proxies from the environment: a proxy would connect on our behalf to
-            # addresses this process never checks.
+            # No proxies from the environment (a proxy would connect on our behalf to addresses
+            # this process never checks), and no ~/.netrc credentials sent to tenants' hosts.
             trust_env=False,
         )
 

@@ -218,6 +218,18 @@ def test_an_allowed_network_lets_its_addresses_through_to_the_connector() -> Non
     assert [h for h, _, _ in connector.attempts] == ["10.20.0.7"]
 
 
+def test_refusals_leave_the_pool_usable(stub) -> None:
+    # A refusal is raised from inside the connection pool: it must give its slot back, or
+    # LIMITS.max_connections refusals would leave every later call waiting for a connection.
+    resolver = Resolver({"internal.example": ["10.0.0.5"], "receiver.example": ["127.0.0.1"]})
+    egress = guarded("127.0.0.0/8", resolver=resolver)
+    for _ in range(http.LIMITS.max_connections + 5):
+        with pytest.raises(WebhookAddressForbidden):
+            call(egress, f"http://internal.example:{stub.port}/")
+    assert call(egress, f"http://receiver.example:{stub.port}/in").status == 200
+    assert [r.path for r in stub.requests] == ["/in"]
+
+
 def test_an_unresolvable_name_is_a_transient_error_that_never_connected() -> None:
     connector = NoConnection()
     with pytest.raises(
