@@ -1,4 +1,14 @@
-"""Handing QUEUED messages to the SMS provider, a batch at a time."""
+"""Handing QUEUED messages to the SMS provider, a batch at a time, each message leased.
+
+A delivery claims its batch with one conditional UPDATE: each QUEUED message whose lease is
+free (or expired) gets `delivery_lease_until`, and only the messages that UPDATE returned are
+sent. Two workers holding the same delivery never send one message twice; a worker killed in
+the middle leaves leases that expire, after which the message is claimed again and sent to the
+provider it is committed to with the same Idempotency-Key. Every statement is its own
+transaction (no row lock is held across a provider call, no session state: PgBouncer-safe),
+which is what lets the provider a message is committed to be on record BEFORE the call
+(tasks/delivery.py).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +16,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, bindparam, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    Connection,
+    Text,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session, aliased
 
 from db.clock import db_now, seconds_from_now
 from db.dialects import dialect_insert
@@ -28,7 +49,9 @@ class OutboundMessage:
     phone: str | None
     # Re-checked at delivery: an opt-out that committed after the step recorded the message
     # still stops it.
-    opted_out: bool
+    opted_out: bool = False
+    # The provider the message is committed to, if an earlier attempt may have reached it.
+    provider: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,17 +60,37 @@ class DeliveryResult:
     status: str  # SENT or FAILED
     conversation_id: uuid.UUID
     error: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
 
 
-def lock_queued_messages(
-    bind: Bind, tenant_id: uuid.UUID, message_ids: Sequence[uuid.UUID]
+def _lease_free() -> object:
+    return or_(Message.delivery_lease_until.is_(None), Message.delivery_lease_until < db_now())
+
+
+def claim_messages(
+    bind: Bind, tenant_id: uuid.UUID, message_ids: Sequence[uuid.UUID], lease_seconds: float
 ) -> list[OutboundMessage]:
-    """The tenant's QUEUED messages among the ids, locked for this transaction. A message
-    another worker is delivering right now is skipped (it has it), not waited for."""
+    """Lease the tenant's QUEUED messages among the ids whose lease is free; return them with
+    what sending needs. A message another delivery holds is not returned."""
     if not message_ids:
         return []
+    claimed = bind.execute(
+        update(Message)
+        .where(
+            Message.id.in_(list(message_ids)),
+            Message.tenant_id == tenant_id,
+            Message.status == MessageStatus.QUEUED.value,
+            _lease_free(),
+        )
+        .values(delivery_lease_until=seconds_from_now(lease_seconds))
+        .returning(Message.id)
+    ).scalars()
+    ids = sorted(claimed)
+    if not ids:
+        return []
     opted_out = and_(Contact.opted_out_at.is_not(None), Contact.opted_out_at <= db_now())
-    stmt = (
+    rows = bind.execute(
         select(
             Message.id,
             Message.tenant_id,
@@ -57,17 +100,16 @@ def lock_queued_messages(
             Message.body,
             Contact.phone,
             opted_out.label("opted_out"),
+            Message.provider,
         )
         .join(Contact, Contact.id == Message.contact_id)
-        .where(
-            Message.id.in_(list(message_ids)),
-            Message.tenant_id == tenant_id,
-            Message.status == MessageStatus.QUEUED.value,
-        )
+        .where(Message.id.in_(ids))
         .order_by(Message.id)
-        .with_for_update(of=Message, skip_locked=True)
     )
-    return [OutboundMessage(*row[:7], opted_out=bool(row.opted_out)) for row in bind.execute(stmt)]
+    return [
+        OutboundMessage(*row[:7], opted_out=bool(row.opted_out), provider=row.provider)
+        for row in rows
+    ]
 
 
 def message_statuses(
@@ -103,9 +145,47 @@ def ensure_conversations(
     return {contact_id: conversation_id for contact_id, conversation_id in rows}
 
 
+def pin_message_provider(
+    bind: Bind, message_id: uuid.UUID, *, expected: str | None, provider: str | None
+) -> bool:
+    """Move a QUEUED message's provider from `expected` to `provider` (commit it before the
+    call); False if it no longer says `expected` (or is no longer QUEUED)."""
+    current = Message.provider.is_(None) if expected is None else Message.provider == expected
+    result = bind.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == MessageStatus.QUEUED.value, current)
+        .values(provider=provider, updated_at=db_now())
+    )
+    return bool(result.rowcount)
+
+
+def note_delivery_failure(bind: Bind, message_id: uuid.UUID, error: str) -> None:
+    """A failed attempt of a message that stays QUEUED (it will be retried): say why, count the
+    attempt, and free the lease so the retry can claim it."""
+    bind.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == MessageStatus.QUEUED.value)
+        .values(
+            error=error,
+            attempts=Message.attempts + 1,
+            delivery_lease_until=None,
+            updated_at=db_now(),
+        )
+    )
+
+
 def finish_messages(bind: Bind, tenant_id: uuid.UUID, results: Sequence[DeliveryResult]) -> None:
-    """Record what the provider said: one executemany for the sent, one for the failed."""
+    """Record what the provider said and free the leases: one executemany for the sent, one
+    for the failed. A provider id another message of the tenant already holds is not stored
+    (null): the message is sent all the same, and a receipt must find one message."""
     sent = MessageStatus.SENT.value
+    other = aliased(Message)
+    provider_message_id = bindparam("b_provider_message_id", type_=Text())
+    taken = exists().where(
+        other.tenant_id == Message.tenant_id,
+        other.provider_message_id == provider_message_id,
+        other.id != Message.id,
+    )
     for was_sent in (True, False):
         rows = [
             {
@@ -113,6 +193,8 @@ def finish_messages(bind: Bind, tenant_id: uuid.UUID, results: Sequence[Delivery
                 "b_status": r.status,
                 "b_error": r.error,
                 "b_conversation_id": r.conversation_id,
+                "b_provider": r.provider,
+                "b_provider_message_id": r.provider_message_id,
             }
             for r in results
             if (r.status == sent) is was_sent
@@ -130,8 +212,11 @@ def finish_messages(bind: Bind, tenant_id: uuid.UUID, results: Sequence[Delivery
                 status=bindparam("b_status"),
                 error=bindparam("b_error"),
                 conversation_id=bindparam("b_conversation_id"),
+                provider=func.coalesce(bindparam("b_provider", type_=Text()), Message.provider),
+                provider_message_id=case((~taken, provider_message_id), else_=None),
                 attempts=Message.attempts + 1,
                 sent_at=db_now() if was_sent else None,
+                delivery_lease_until=None,
                 updated_at=db_now(),
             )
         )
@@ -141,12 +226,14 @@ def finish_messages(bind: Bind, tenant_id: uuid.UUID, results: Sequence[Delivery
 def claim_stale_messages(
     bind: Bind, *, batch_size: int, grace_seconds: float
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """QUEUED messages whose delivery task seems lost: touch them and return (tenant, id)."""
+    """QUEUED messages whose delivery task seems lost (untouched for the grace period and not
+    leased): touch them and return (tenant, id)."""
     claim = (
         select(Message.id)
         .where(
             Message.status == MessageStatus.QUEUED.value,
             Message.updated_at <= seconds_from_now(-grace_seconds),
+            _lease_free(),
         )
         .limit(batch_size)
         .with_for_update(skip_locked=True)

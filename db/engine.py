@@ -88,7 +88,10 @@ def _build_sqlite_engine(settings: DbSettings) -> Engine:
     def _sqlite_begin(conn: Any) -> None:
         # execution_options(sqlite_begin="IMMEDIATE") takes the write lock before the first
         # read: a step reads and writes with no other writer in between (db/step_store.py).
-        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # each statement commits by itself
+        mode = options.get("sqlite_begin", "DEFERRED")
         if mode not in SQLITE_BEGIN_MODES:
             raise ValueError(f"sqlite_begin must be one of {SQLITE_BEGIN_MODES}, got {mode!r}")
         conn.exec_driver_sql(f"BEGIN {mode}")
@@ -123,6 +126,13 @@ def dispose_after_fork() -> None:
     """
     if _engine is not None:
         _engine.dispose(close=False)
+
+
+@contextmanager
+def autocommit_connection() -> Iterator[Connection]:
+    """A connection on which every statement is its own transaction (both databases)."""
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        yield connection
 
 
 @contextmanager

@@ -279,6 +279,15 @@ class Message(Record):
             postgresql_where=text("status = 'QUEUED'"),
             sqlite_where=text("status = 'QUEUED'"),
         ),
+        # A delivery receipt names the provider's id: it must find one message (contract v2).
+        Index(
+            "uq_messages_provider_message_id",
+            "tenant_id",
+            "provider_message_id",
+            unique=True,
+            postgresql_where=text("provider_message_id IS NOT NULL"),
+            sqlite_where=text("provider_message_id IS NOT NULL"),
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = tenant_fk()
@@ -300,6 +309,14 @@ class Message(Record):
     sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # The SMS provider the message went to; while QUEUED, the one it is committed to because an
+    # earlier attempt there may have been accepted (tasks/delivery.py).
+    provider: Mapped[str | None] = mapped_column(Text)
+    # The provider's id for the message, from its answer (upstream contract, Version 2).
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    # A delivery's claim on the message (db/delivery.py): until then no other delivery of it
+    # starts; a worker killed mid-call leaves a lease that simply expires.
+    delivery_lease_until: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class CallLog(Record):

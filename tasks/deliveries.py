@@ -1,10 +1,10 @@
 """Delivery tasks: hand QUEUED messages to the SMS provider, a batch per task.
 
-One transaction per batch: the batch's QUEUED messages are locked (a message another worker is
-delivering is skipped, not sent twice), each is handed to the provider, and the outcomes are
-recorded together. A transient fault on some messages commits the rest and raises, so Celery's
-retry delivers only what is still QUEUED; the provider sees the message id as Idempotency-Key
-if a crash repeats a send.
+The batch's QUEUED messages are leased in one statement (a message another delivery holds is
+skipped, not sent twice), each is handed to the provider (the provider it is committed to is
+recorded before the call), and the outcomes are recorded together. A transient fault on some
+messages records the rest and raises, so Celery's retry delivers only what is still QUEUED;
+the provider sees the message id as Idempotency-Key if a crash repeats a send.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Any
 from celery import shared_task
 
 from db import delivery
-from db.engine import locking_transaction
+from db.engine import autocommit_connection
 from db.statuses import MessageStatus
 from tasks import metrics, names
 from tasks.arguments import check_kwargs, uuid_arg, uuid_list_arg
 from tasks.base import TRANSIENT_ERRORS, JourneyTask
-from tasks.delivery import provider_from_settings
+from tasks.delivery import DatabasePins, provider_from_settings
 from tasks.errors import PermanentError, TransientError, UnknownEntity
 from tasks.settings import MAX_BATCH_SIZE, engine_settings
 
@@ -62,18 +62,20 @@ class MessageOutcome:
 
 
 def deliver(tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[MessageOutcome]:
-    """Deliver the batch; returns one outcome per id, in order. Raises TransientError (after
-    committing every other outcome) when some messages must be tried again."""
-    provider = provider_from_settings(engine_settings())
+    """Deliver the batch; returns one outcome per id, in order. Raises the transient error
+    (after recording every other outcome) when some messages must be tried again."""
+    settings = engine_settings()
     results: list[delivery.DeliveryResult] = []
     outcomes: dict[uuid.UUID, MessageOutcome] = {}
     transient: list[BaseException] = []
-    with locking_transaction() as connection:
-        messages = delivery.lock_queued_messages(connection, tenant_id, message_ids)
-        locked = {m.id for m in messages}
-        others = [m for m in message_ids if m not in locked]
-        # Not QUEUED (delivered already), being delivered by another worker right now, or not
-        # the tenant's message at all.
+    with autocommit_connection() as connection:
+        messages = delivery.claim_messages(
+            connection, tenant_id, message_ids, settings.delivery_lease_seconds
+        )
+        claimed = {m.id for m in messages}
+        others = [m for m in message_ids if m not in claimed]
+        # Not QUEUED (handled already), leased by another delivery right now, or not the
+        # tenant's message at all.
         statuses = delivery.message_statuses(connection, tenant_id, others)
         for message_id in others:
             status = statuses.get(message_id)
@@ -83,29 +85,40 @@ def deliver(tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[MessageO
         conversations = delivery.ensure_conversations(
             connection, tenant_id, [m.contact_id for m in messages]
         )
+        provider = provider_from_settings(settings, DatabasePins(connection))
         for message in messages:
             conversation_id = message.conversation_id or conversations[message.contact_id]
             failure: str | None = None
+            sent = None
             if message.opted_out:
                 failure = "opted_out"
             else:
                 try:
-                    provider.send(message)
+                    sent = provider.send(message)
                 except PermanentError as exc:
                     failure = exc.reason
                 except TRANSIENT_ERRORS as exc:
-                    # Left QUEUED: the task's retry delivers it again, with the same key.
+                    # Left QUEUED, saying why: the task's retry delivers it again, to the
+                    # provider it is committed to, with the same key.
+                    delivery.note_delivery_failure(connection, message.id, str(exc)[:500])
                     transient.append(exc)
                     outcomes[message.id] = MessageOutcome(
                         message.id, "retry", f"{type(exc).__name__}: {exc}"
                     )
                     continue
-            if failure is None:
+            if sent is not None:
                 results.append(
-                    delivery.DeliveryResult(message.id, MessageStatus.SENT, conversation_id)
+                    delivery.DeliveryResult(
+                        message.id,
+                        MessageStatus.SENT,
+                        conversation_id,
+                        provider=sent.provider,
+                        provider_message_id=sent.provider_message_id,
+                    )
                 )
                 outcomes[message.id] = MessageOutcome(message.id, "sent")
             else:
+                assert failure is not None
                 log.error(
                     "sms failed for good tenant_id=%s message_id=%s reason=%s",
                     tenant_id,

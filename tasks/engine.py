@@ -29,7 +29,7 @@ from db.step_store import (
 )
 from tasks import names
 from tasks.errors import PermanentError, UnknownEntity
-from tasks.http import call_json
+from tasks.http import HttpEgress, webhook_egress
 from tasks.lookups import JourneyReader, NodeRecord
 from tasks.node_config import parse_node_config
 from tasks.nodes import ContactView, NodeDecision, decide
@@ -133,12 +133,13 @@ class StepEngine:
         store: StepStore,
         reader: JourneyReader,
         settings: EngineSettings,
-        http: Callable[..., Any] = call_json,
+        http: Callable[..., Any] | None = None,
     ) -> None:
         self.store = store
         self.reader = reader
         self.settings = settings
-        self.http = http
+        # The webhook client: tenants' URLs reach public addresses only (tasks/http.py).
+        self._http = http
 
     def run(self, cmd: BatchCommand) -> BatchOutcome:
         outcome = BatchOutcome(cmd.tenant_id, cmd.node_id)
@@ -252,8 +253,15 @@ class StepEngine:
                 continue
             if decision.webhook is None:
                 planned.append(self._apply(state, decision, node, pending))
-            else:
-                webhook_steps.append((step, decision, pending))
+                continue
+            try:
+                # A URL naming a forbidden IP outright fails here, before any lock or
+                # connection; names are checked where it counts, on the addresses connected to.
+                self._webhook_egress().check_literal(decision.webhook.url)
+            except PermanentError as exc:
+                planned.append(_fail(state, exc.reason, node, pending))
+                continue
+            webhook_steps.append((step, decision, pending))
         if len(webhook_steps) == 1:
             step, decision, pending = webhook_steps[0]
             written += self._webhook_step(step, decision, node, pending, outcome)  # type: ignore[arg-type]
@@ -330,7 +338,8 @@ class StepEngine:
             "previous_node_id": str(previous_node_id) if previous_node_id else None,
         }
         # The step identifies the call: a re-run of this step repeats the same key.
-        response = self.http(
+        http = self._http or self._webhook_egress().call_json
+        response = http(
             call.url,
             payload,
             method=call.method,
@@ -340,6 +349,9 @@ class StepEngine:
         return NodeDecision(
             next_node_id=decision.next_node_id, result={"http_status": response.status}
         )
+
+    def _webhook_egress(self) -> HttpEgress:
+        return webhook_egress(self.settings.webhook_allowed_networks)
 
     def _apply(
         self,

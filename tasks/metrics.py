@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     FAILURES: Counter
     DISPATCHED: Counter
     MESSAGES: Counter
+    WEBHOOK_REFUSALS: Counter
+    SMS_PROVIDER_ATTEMPTS: Counter
+    SMS_PROVIDER_CIRCUIT_OPENS: Counter
 
 NAMES = (
     "STEPS",
@@ -34,6 +37,9 @@ NAMES = (
     "FAILURES",
     "DISPATCHED",
     "MESSAGES",
+    "WEBHOOK_REFUSALS",
+    "SMS_PROVIDER_ATTEMPTS",
+    "SMS_PROVIDER_CIRCUIT_OPENS",
 )
 
 _lock = threading.Lock()
@@ -80,6 +86,21 @@ def _create() -> dict[str, Any]:
         ),
         "MESSAGES": Counter(
             "journey_worker_messages_total", "SMS deliveries by result.", ["status"]
+        ),
+        "WEBHOOK_REFUSALS": Counter(
+            "journey_worker_webhook_refusals_total",
+            "Webhook calls refused before connecting: the address is not public.",
+            ["range"],
+        ),
+        "SMS_PROVIDER_ATTEMPTS": Counter(
+            "journey_worker_sms_provider_attempts_total",
+            "Calls to each SMS provider by outcome.",
+            ["provider", "outcome"],
+        ),
+        "SMS_PROVIDER_CIRCUIT_OPENS": Counter(
+            "journey_worker_sms_provider_circuit_opens_total",
+            "Times a provider's circuit breaker opened in a worker process.",
+            ["provider"],
         ),
     }
 

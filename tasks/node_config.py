@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from tasks.errors import InvalidNodeConfig
 
@@ -190,9 +190,16 @@ def parse_update_contact(config: dict[str, Any]) -> UpdateContactConfig:
 def parse_webhook(config: dict[str, Any]) -> WebhookConfig:
     _reject_unknown(config, {"url", "method", "timeout_seconds"})
     url = config.get("url")
-    parsed = urlparse(url) if isinstance(url, str) else None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise InvalidNodeConfig(f"webhook url must be an http(s) URL, got {url!r}")
+    # The URL is never echoed: a stored reason must not carry its credentials or query string.
+    try:
+        parsed = urlsplit(url) if isinstance(url, str) else None
+        valid = parsed is not None and bool(parsed.hostname) and parsed.port != 0
+    except ValueError:  # a malformed port or IPv6 literal
+        parsed, valid = None, False
+    if parsed is None or parsed.scheme not in ("http", "https") or not valid:
+        raise InvalidNodeConfig("webhook url must be an http(s) URL with a host")
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise InvalidNodeConfig("webhook url must not contain whitespace or control characters")
     method = str(config.get("method", "POST")).upper()
     if method not in WEBHOOK_METHODS:
         raise InvalidNodeConfig(f"webhook method must be one of {', '.join(WEBHOOK_METHODS)}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from envconfig import Lowercase, Section
+from tasks.egress_policy import IPNetwork, parse_allowed_networks
 
 
 class EngineSettings(Section):
@@ -56,12 +58,33 @@ class EngineSettings(Section):
         "log", validation_alias="SMS_PROVIDER"
     )
     """log writes deliveries to the log; http POSTs JSON with an Idempotency-Key."""
+    sms_provider_urls: SecretStr | None = Field(None, validation_alias="SMS_PROVIDER_URLS")
+    """Instead of SMS_PROVIDER_URL: comma-separated provider URLs in failover order."""
     sms_provider_url: SecretStr | None = Field(None, validation_alias="SMS_PROVIDER_URL")
     """Where SMS_PROVIDER=http posts; it may carry credentials, so it is a secret."""
     sms_provider_timeout: float = Field(
         5.0, ge=0.1, validation_alias="SMS_PROVIDER_TIMEOUT_SECONDS"
     )
     """Seconds one provider call may take."""
+    delivery_lease_seconds: float = Field(120.0, ge=1, validation_alias="DELIVERY_LEASE_SECONDS")
+    """How long a delivery holds the messages it claimed: longer than a delivery task may run
+    (TASK_TIME_LIMIT_SECONDS), so a lease outlives only a dead worker."""
+    sms_provider_failure_threshold: int = Field(
+        3, ge=1, validation_alias="SMS_PROVIDER_FAILURE_THRESHOLD"
+    )
+    """A provider failing this many calls in a row is skipped by that process for the
+    cool-down, then tried again."""
+    sms_provider_cooldown_seconds: float = Field(
+        30.0, ge=0.1, validation_alias="SMS_PROVIDER_COOLDOWN_SECONDS"
+    )
+    """How long a failing provider is skipped."""
+
+    # Webhooks.
+    webhook_allowed_networks: tuple[IPNetwork, ...] = Field(
+        (), validation_alias="WEBHOOK_ALLOWED_NETWORKS"
+    )
+    """Networks (CIDRs, comma-separated) tenants' webhooks may reach besides public
+    addresses; none by default (tasks/egress_policy.py)."""
 
     # The funnel view's refresh (tasks/stats.py; docs/operations.md says why both).
     stats_refresh_statement_timeout_ms: int = Field(
@@ -73,12 +96,50 @@ class EngineSettings(Section):
     )
     """How long a refresh waits for its lock before giving up until the next tick."""
 
-    @field_validator("sms_provider_url")
+    @field_validator("sms_provider_url", "sms_provider_urls")
     @classmethod
-    def _url_for_http(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if info.data.get("sms_provider") == "http" and not url:
-            raise ValueError("required when SMS_PROVIDER=http")
+    def _provider_url_list(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if url is not None:
+            # Raises ValueError naming the entry, never the URL (it may carry credentials).
+            provider_url_list(url.get_secret_value())
+        if info.field_name == "sms_provider_url":  # validated after sms_provider_urls
+            many = info.data.get("sms_provider_urls")
+            if url is not None and many is not None:
+                raise ValueError("set SMS_PROVIDER_URLS or SMS_PROVIDER_URL, not both")
+            if info.data.get("sms_provider") == "http" and not (url or many):
+                raise ValueError("required when SMS_PROVIDER=http (or SMS_PROVIDER_URLS)")
         return url
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        return parse_allowed_networks(value) if isinstance(value, str) else value
+
+    @property
+    def provider_urls(self) -> tuple[str, ...]:
+        """The SMS providers in failover order (one for SMS_PROVIDER_URL)."""
+        raw = self.sms_provider_urls or self.sms_provider_url
+        return provider_url_list(raw.get_secret_value()) if raw else ()
+
+
+def provider_url_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated provider URLs, checked: http(s) with a host, no provider twice (a
+    provider is known by scheme, host, port and path: its name in messages.provider)."""
+    urls = tuple(part.strip() for part in raw.split(","))
+    seen: dict[tuple[str, str, int | None, str], int] = {}
+    for position, url in enumerate(urls, start=1):
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            identity = (parts.scheme, parts.hostname or "", parts.port, parts.path)
+        except ValueError:  # a malformed port or IPv6 literal
+            valid = False
+        if not valid:
+            raise ValueError(f"entry {position} is not an http(s) URL with a host")
+        if identity in seen:
+            raise ValueError(f"entries {seen[identity]} and {position} name the same provider")
+        seen[identity] = position
+    return urls
 
 
 _settings: EngineSettings | None = None

@@ -40,8 +40,9 @@ class Rig:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def env(self, broker_url: str, **extra: str) -> dict[str, str]:
-        # These tests read Celery's text lines ("step executed ...", "ERROR/...").
-        extra = {"LOG_FORMAT": "text", **extra}
+        # These tests read Celery's text lines ("step ...", "ERROR/..."); their webhooks are
+        # local servers, which only an operator's allow-list lets a webhook reach.
+        extra = {"LOG_FORMAT": "text", "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", **extra}
         return worker_env(
             database_url=self.pg_url,
             broker_url=broker_url,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -31,6 +32,12 @@ class Reply:
     # Announce this many more body bytes than are sent, then close (a truncated response).
     truncate: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    # Keep the connection open for the client's next request (HTTP/1.1 keep-alive).
+    keep_alive: bool = False
+    # Send the body one byte at a time, this many seconds apart (a slow-drip server).
+    drip: float = 0.0
+    # Hold the reply until the test sets this event (an interleaving the test controls).
+    gate: threading.Event | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -42,9 +49,10 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     received_at: float
+    client_port: int = 0
 
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
 
     @property
     def idempotency_key(self) -> str | None:
@@ -55,13 +63,20 @@ class RecordedRequest:
 
 
 class HttpStub:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self._lock = threading.Lock()
         self._script: deque[Reply] = deque()
         self._then = Reply()
         self._requests: list[RecordedRequest] = []
         self._closing = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self._server = server_class((host, 0), self._handler_class())
+        self._scheme = "https" if tls is not None else "http"
+        # The server names (SNI) TLS clients asked for, in order.
+        self.server_names: list[str | None] = []
+        if tls is not None:
+            tls.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -72,7 +87,12 @@ class HttpStub:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        host = f"[{host}]" if ":" in host else host
+        return f"{self._scheme}://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     def url_for(self, path: str) -> str:
         return self.url + path
@@ -138,9 +158,15 @@ class HttpStub:
                         headers={k.lower(): v for k, v in self.headers.items()},
                         body=body,
                         received_at=time.monotonic(),
+                        client_port=int(self.client_address[1]),
                     )
                 )
                 reply = stub._next_reply()
+                if reply.gate is not None:
+                    while not reply.gate.wait(0.05):
+                        if stub._closing.is_set():
+                            self.close_connection = True
+                            return
                 if reply.delay and stub._closing.wait(reply.delay):
                     self.close_connection = True
                     return
@@ -159,14 +185,21 @@ class HttpStub:
                         self.send_header(name, value)
                     extra = 100 if reply.truncate else 0
                     self.send_header("Content-Length", str(len(payload) + extra))
-                    if reply.truncate:
+                    if not reply.keep_alive:
                         self.send_header("Connection", "close")
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if reply.drip:
+                        for index in range(len(payload)):
+                            self.wfile.write(payload[index : index + 1])
+                            self.wfile.flush()
+                            if stub._closing.wait(reply.drip):
+                                break
+                    else:
+                        self.wfile.write(payload)
                     self.wfile.flush()
                 except OSError:
                     pass  # the client gave up (timed out) before the reply: expected
-                self.close_connection = True
+                self.close_connection = not reply.keep_alive
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
@@ -176,13 +209,19 @@ class HttpStub:
         return Handler
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def _reply(value: int | Reply) -> Reply:
     return value if isinstance(value, Reply) else Reply(status=value)
 
 
 @contextmanager
-def http_stub() -> Iterator[HttpStub]:
-    stub = HttpStub().start()
+def http_stub(host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> Iterator[HttpStub]:
+    """A stub on a loopback address (127.0.0.1 unless told: any of 127/8, or ::1); HTTPS
+    with `tls` (a server context)."""
+    stub = HttpStub(host, tls).start()
     try:
         yield stub
     finally:

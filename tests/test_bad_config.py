@@ -99,6 +99,14 @@ def test_a_bad_url_never_shows_its_password(variable: str, url: str) -> None:
         ({"REDISPATCH_GRACE_SECONDS": "nan"}, "REDISPATCH_GRACE_SECONDS: expected a finite"),
         ({"LOOP_GUARD_WINDOW_SECONDS": "inf"}, "LOOP_GUARD_WINDOW_SECONDS: expected a finite"),
         ({"DISPATCH_INTERVAL_SECONDS": "nan"}, "DISPATCH_INTERVAL_SECONDS: expected a finite"),
+        (
+            {"WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/8,intranet"},
+            "WEBHOOK_ALLOWED_NETWORKS: 'intranet' is not an IP network",
+        ),
+        (
+            {"SMS_PROVIDER": "http", "SMS_PROVIDER_URLS": "https://a.test/sms,not a url"},
+            "SMS_PROVIDER_URLS: entry 2 is not an http(s) URL with a host",
+        ),
     ],
 )
 def test_the_worker_refuses_to_start_on_a_bad_variable(env: dict[str, str], expected: str) -> None:

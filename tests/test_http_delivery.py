@@ -1,8 +1,9 @@
-"""Outbound HTTP against a real local server: call_json's verdicts, SMS delivery through the
+"""Outbound HTTP against a real local server: the client's verdicts and bounds, SMS delivery through the
 HTTP provider, webhook nodes, and Celery's retry policy in a real worker process."""
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import re
 import time
@@ -19,7 +20,7 @@ from tasks import names
 from tasks.deliveries import deliver_message
 from tasks.engine import execute_node_kwargs as execute_step_kwargs
 from tasks.errors import PermanentError, TransientError
-from tasks.http import PermanentHttpError, TransientHttpError, call_json
+from tasks.http import MAX_RESPONSE_BYTES, HttpEgress, PermanentHttpError, TransientHttpError
 from tasks.settings import EngineSettings, use_engine_settings
 from tasks.steps import execute_node
 from tests.engine_harness import next_steps, row_counts, run_step
@@ -40,75 +41,143 @@ def stub() -> Iterator[HttpStub]:
         yield server
 
 
-# --- 1. call_json -----------------------------------------------------------------------
+# --- 1. call_json: the verdicts (the operator's client: no address rule) -----------------
 
 
-def test_call_json_2xx_returns_status_and_body(stub) -> None:
+@pytest.fixture
+def egress() -> Iterator[HttpEgress]:
+    client = HttpEgress(None)
+    yield client
+    client.close()
+
+
+def test_call_json_2xx_returns_status_and_body(stub, egress) -> None:
     stub.script(Reply(201, body={"id": "abc"}))
-    response = call_json(stub.url_for("/ok"), {"a": 1}, timeout=1, idempotency_key="k1")
-    assert (response.status, response.body) == (201, '{"id": "abc"}')
+    response = egress.call_json(stub.url_for("/ok"), {"a": 1}, timeout=1, idempotency_key="k1")
+    assert (response.status, response.body, response.truncated) == (201, '{"id": "abc"}', False)
+    assert response.json() == {"id": "abc"}
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 429, 408])
-def test_call_json_retryable_status_is_transient(stub, status) -> None:
+@pytest.mark.parametrize("status", [500, 501, 502, 503, 504, 599, 429, 408, 409, 425])
+def test_call_json_retryable_status_is_transient(stub, egress, status) -> None:
     stub.script(status)
     url = stub.url_for("/busy")
     with pytest.raises(TransientHttpError) as caught:
-        call_json(url, {}, timeout=1, idempotency_key="k")
+        egress.call_json(url, {}, timeout=1, idempotency_key="k")
     assert str(caught.value) == f"HTTP {status} from {url}"
+    assert caught.value.request_sent  # the server answered: it had the request
     assert len(stub.requests) == 1  # call_json itself never retries: Celery does
 
 
-@pytest.mark.parametrize("status", [400, 404, 422])
-def test_call_json_client_error_is_permanent(stub, status) -> None:
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422])
+def test_call_json_client_error_is_permanent(stub, egress, status) -> None:
     stub.script(status)
     url = stub.url_for("/bad")
     with pytest.raises(PermanentHttpError) as caught:
-        call_json(url, {}, timeout=1, idempotency_key="k")
+        egress.call_json(url, {}, timeout=1, idempotency_key="k")
     assert not isinstance(caught.value, TransientError)
     assert caught.value.reason == f"HTTP {status} from {url}"
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-def test_call_json_does_not_follow_redirects(stub, status) -> None:
-    # urllib would turn a redirected POST into a body-less GET and report its 200 as success:
-    # the payload would be lost while the caller records a delivery.
-    stub.script(Reply(status, headers={"Location": stub.url_for("/elsewhere")}))
+def test_call_json_does_not_follow_redirects(stub, egress, status) -> None:
+    # Followed, a redirect would be a second request to a URL nobody checked (an internal
+    # address, say), and a redirected POST can arrive as a body-less GET that passes for success.
+    stub.script(Reply(status, headers={"Location": stub.url_for("/elsewhere")}), then=200)
     url = stub.url_for("/moved")
     with pytest.raises(PermanentHttpError, match=f"HTTP {status} from"):
-        call_json(url, {"a": 1}, timeout=1, idempotency_key="k")
+        egress.call_json(url, {"a": 1}, timeout=1, idempotency_key="k")
     assert [(r.method, r.path) for r in stub.requests] == [("POST", "/moved")]
 
 
-def test_call_json_slow_response_times_out_quickly(stub) -> None:
+def test_errors_name_scheme_host_and_path_only(stub, egress) -> None:
+    # Tokens live in query strings and userinfo: neither may reach a stored reason or a log.
+    port = stub.url.rsplit(":", 1)[1]
+    url = f"http://hook-user:s3cret-pass@127.0.0.1:{port}/hooks/7?token=s3cret-token#frag"
+    stub.script(503, 404)
+    with pytest.raises(TransientHttpError) as transient:
+        egress.call_json(url, {}, timeout=1, idempotency_key="k")
+    with pytest.raises(PermanentHttpError) as permanent:
+        egress.call_json(url, {}, timeout=1, idempotency_key="k")
+    expected = f"http://127.0.0.1:{port}/hooks/7"
+    assert str(transient.value) == f"HTTP 503 from {expected}"
+    assert permanent.value.reason == f"HTTP 404 from {expected}"
+    with pytest.raises(TransientHttpError) as refused:
+        egress.call_json(
+            closed_port_url("/x?token=s3cret-token").replace("http://", "http://u:s3cret-pass@"),
+            {},
+            timeout=1,
+            idempotency_key="k",
+        )
+    for error in (transient.value, permanent.value, refused.value):
+        assert "s3cret" not in str(error) and "hook-user" not in str(error)
+    # The request itself still carried them: the path and query, and Basic credentials.
+    assert stub.requests[0].path == "/hooks/7?token=s3cret-token"
+    assert stub.requests[0].header("Authorization", "").startswith("Basic ")
+
+
+def test_call_json_slow_response_times_out_quickly(stub, egress) -> None:
     stub.script(Reply(200, delay=2))
     started = time.monotonic()
-    with pytest.raises(TransientHttpError, match="TimeoutError"):
-        call_json(stub.url_for("/slow"), {}, timeout=0.3, idempotency_key="k")
+    with pytest.raises(TransientHttpError, match="ReadTimeout") as caught:
+        egress.call_json(stub.url_for("/slow"), {}, timeout=0.3, idempotency_key="k")
     elapsed = time.monotonic() - started
     assert 0.25 <= elapsed < 1.0
+    assert caught.value.request_sent  # it may have acted on the request
     assert len(stub.requests) == 1
 
 
-def test_call_json_connection_refused_is_transient() -> None:
-    with pytest.raises(TransientHttpError, match="ConnectionRefusedError"):
-        call_json(closed_port_url("/x"), {}, timeout=1, idempotency_key="k")
+def test_a_dripping_response_is_cut_at_the_overall_deadline(stub, egress) -> None:
+    # A byte every 0.1 s never trips a 0.5 s read timeout; the deadline for the whole call does.
+    stub.script(Reply(200, body="x" * 40, drip=0.1))
+    started = time.monotonic()
+    with pytest.raises(TransientHttpError, match="ReadTimeout"):
+        egress.call_json(stub.url_for("/drip"), {}, timeout=0.5, idempotency_key="k")
+    assert 0.45 <= time.monotonic() - started < 1.5  # all 40 bytes would take 4 s
 
 
-def test_call_json_connection_closed_without_response_is_transient(stub) -> None:
+def test_a_large_response_is_read_only_up_to_the_limit(stub, egress) -> None:
+    stub.script(Reply(200, body="y" * (MAX_RESPONSE_BYTES * 4)))
+    response = egress.call_json(stub.url_for("/big"), {}, timeout=2, idempotency_key="k")
+    assert response.status == 200
+    assert (len(response.body), response.truncated) == (MAX_RESPONSE_BYTES, True)
+    assert response.json() is None  # a cut-off body is not parsed
+
+
+def test_connections_are_pooled_and_kept_alive(stub, egress) -> None:
+    stub.script(then=Reply(200, keep_alive=True))
+    for key in ("a", "b", "c"):
+        egress.call_json(stub.url_for("/pooled"), {}, timeout=1, idempotency_key=key)
+    assert len({r.client_port for r in stub.requests}) == 1
+
+
+def test_call_json_connection_refused_is_transient_and_provably_unsent(egress) -> None:
+    with pytest.raises(TransientHttpError, match="Connection refused") as caught:
+        egress.call_json(closed_port_url("/x"), {}, timeout=1, idempotency_key="k")
+    assert caught.value.request_sent is False
+
+
+def test_call_json_connection_closed_without_response_is_transient(stub, egress) -> None:
     stub.script(Reply(drop=True))
-    with pytest.raises(TransientHttpError, match="RemoteDisconnected"):
-        call_json(stub.url_for("/drop"), {}, timeout=1, idempotency_key="k")
+    with pytest.raises(TransientHttpError, match="RemoteProtocolError") as caught:
+        egress.call_json(stub.url_for("/drop"), {}, timeout=1, idempotency_key="k")
+    assert caught.value.request_sent  # it arrived (the stub recorded it) before the drop
+    assert len(stub.requests) == 1
 
 
-def test_call_json_sends_json_with_idempotency_key(stub) -> None:
+def test_call_json_refuses_other_schemes_without_a_request(egress) -> None:
+    with pytest.raises(PermanentHttpError, match="not an http"):
+        egress.call_json("file:///etc/passwd", {}, timeout=1, idempotency_key="k")
+
+
+def test_call_json_sends_json_with_idempotency_key(stub, egress) -> None:
     payload = {
         "to": "+15550000000",
         "body": "Hi Ann \u2713 caf\u00e9",
         "n": 3,
         "nested": {"a": [1, None]},
     }
-    call_json(
+    egress.call_json(
         stub.url_for("/hooks/1?x=y"),
         payload,
         method="PUT",
@@ -121,6 +190,7 @@ def test_call_json_sends_json_with_idempotency_key(stub) -> None:
     assert request.header("Idempotency-Key") == "msg-123"
     assert request.header("Content-Type") == "application/json"
     assert request.header("User-Agent") == "journey-worker"
+    assert request.header("Accept-Encoding") == "identity"
     assert request.header("X-Extra") == "yes"
     assert request.json() == payload
 
@@ -179,6 +249,8 @@ def message(engine: Engine, message_id: str) -> Any:
                 Message.error,
                 Message.attempts,
                 Message.contact_id,
+                Message.provider,
+                Message.provider_message_id,
             ).where(Message.id == uuid.UUID(message_id))
         ).one()
 
@@ -224,6 +296,8 @@ def test_delivery_2xx_marks_sent_with_one_conversation_per_contact(
     rows = [message(pg_engine, kwargs["message_id"]) for kwargs in sent]
     assert [r.status for r in rows] == ["SENT", "SENT"]
     assert all(r.sent_at is not None and r.error is None and r.attempts == 1 for r in rows)
+    # Where each went; the stub's answer {"ok": true} carries no id, so none is stored.
+    assert [(r.provider, r.provider_message_id) for r in rows] == [(http_provider, None)] * 2
     assert conversations(pg_engine, contact) == [rows[0].conversation_id]
     assert rows[1].conversation_id == rows[0].conversation_id
     requests = stub.requests
@@ -249,34 +323,65 @@ def test_delivering_the_same_message_twice_calls_the_provider_once(
     assert message(pg_engine, kwargs["message_id"]).attempts == 1
 
 
+def test_the_providers_message_id_is_stored_from_its_answer(
+    pg_engine, sms_journey, stub, http_provider
+) -> None:
+    first = queue_message(sms_journey, sms_journey.contacts[0], pg_engine)
+    second = queue_message(sms_journey, sms_journey.contacts[1], pg_engine)
+    stub.script(Reply(202, body={"id": "SM-0001", "status": "queued"}), Reply(200, body={"id": 42}))
+    assert deliver_message.run(**first) == {"outcome": "sent"}
+    assert deliver_message.run(**second) == {"outcome": "sent"}
+    assert message(pg_engine, first["message_id"]).provider_message_id == "SM-0001"
+    assert message(pg_engine, second["message_id"]).provider_message_id == "42"
+
+
+def test_a_provider_id_already_taken_in_the_tenant_is_not_stored_and_the_message_is_sent(
+    pg_engine, sms_journey, stub, http_provider
+) -> None:
+    # The id is unique per tenant (contract v2). A provider that repeats one must not turn a
+    # delivered message into a failure (or an endless retry): the second keeps no id.
+    first = queue_message(sms_journey, sms_journey.contacts[0], pg_engine)
+    second = queue_message(sms_journey, sms_journey.contacts[1], pg_engine)
+    stub.script(then=Reply(200, body={"id": "SM-same"}))
+    assert deliver_message.run(**first) == {"outcome": "sent"}
+    assert deliver_message.run(**second) == {"outcome": "sent"}
+    rows = [message(pg_engine, k["message_id"]) for k in (first, second)]
+    assert [(r.status, r.provider_message_id) for r in rows] == [
+        ("SENT", "SM-same"),
+        ("SENT", None),
+    ]
+
+
 @pytest.mark.parametrize(
     "fault",
     [Reply(503), Reply(500), Reply(429), Reply(200, delay=2), Reply(drop=True)],
     ids=["503", "500", "429", "timeout", "dropped"],
 )
-def test_transient_fault_rolls_back_and_a_later_attempt_sends_with_the_same_key(
+def test_transient_fault_is_recorded_and_a_later_attempt_sends_with_the_same_key(
     pg_engine, sms_journey, stub, http_provider, fault
 ) -> None:
     kwargs = queue_message(sms_journey, sms_journey.contacts[0], pg_engine)
     stub.script(fault, then=200)
 
-    with pytest.raises(TransientHttpError):
+    with pytest.raises(TransientHttpError) as caught:
         deliver_message.run(**kwargs)
 
     row = message(pg_engine, kwargs["message_id"])
-    # Nothing of the attempt is recorded on the message: it is QUEUED as before.
-    assert (row.status, row.sent_at, row.conversation_id, row.error, row.attempts) == (
+    # Still QUEUED, saying why; and committed to this provider, which may have accepted it.
+    assert (row.status, row.sent_at, row.error, row.attempts, row.provider) == (
         "QUEUED",
         None,
-        None,
-        None,
-        0,
+        caught.value.reason,
+        1,
+        http_provider,
     )
+    assert http_provider in row.error
 
     assert deliver_message.run(**kwargs) == {"outcome": "sent"}
     row = message(pg_engine, kwargs["message_id"])
-    assert (row.status, row.attempts) == ("SENT", 1)
-    assert row.sent_at is not None and row.conversation_id is not None
+    assert (row.status, row.error, row.attempts, row.provider) == ("SENT", None, 2, http_provider)
+    assert row.sent_at is not None
+    assert conversations(pg_engine, row.contact_id) == [row.conversation_id]
     requests = stub.wait_for_requests(2)
     assert [r.idempotency_key for r in requests] == [kwargs["message_id"]] * 2
     assert requests[0].json() == requests[1].json()
@@ -388,6 +493,16 @@ def webhook_journey(engine: Engine, url: str, **config: Any) -> JourneyFixture:
     return fixture
 
 
+# The stub listens on 127.0.0.1: an operator's allow-list for local receivers lets it through.
+LOCAL_RECEIVERS = EngineSettings(webhook_allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+
+
+def run_hook(journey: JourneyFixture, jc: uuid.UUID, **kwargs: Any) -> Any:
+    """Run the webhook step (step 1), with loopback receivers allowed unless told otherwise."""
+    kwargs.setdefault("settings", LOCAL_RECEIVERS)
+    return run_step(journey.tenant_id, jc, journey.nodes["hook"], 1, **kwargs)
+
+
 def at_webhook(engine: Engine, journey: JourneyFixture) -> uuid.UUID:
     """A journey contact that has run its first step and is due at the webhook (step 1)."""
     jc = make_journey_contact(engine, journey, journey.contacts[0])
@@ -413,7 +528,7 @@ def test_webhook_2xx_completes_with_the_payload_and_step_key(pg_engine, stub) ->
     journey = webhook_journey(pg_engine, url)
     jc = at_webhook(pg_engine, journey)
 
-    outcome = run_step(journey.tenant_id, jc, journey.nodes["hook"], 1)
+    outcome = run_hook(journey, jc)
 
     assert (outcome.outcome, outcome.execution_status, outcome.contact_status) == (
         "executed",
@@ -440,7 +555,7 @@ def test_webhook_2xx_completes_with_the_payload_and_step_key(pg_engine, stub) ->
 def test_webhook_method_from_config_is_used(pg_engine, stub) -> None:
     journey = webhook_journey(pg_engine, stub.url_for("/put"), method="PUT")
     jc = at_webhook(pg_engine, journey)
-    run_step(journey.tenant_id, jc, journey.nodes["hook"], 1)
+    run_hook(journey, jc)
     assert [(r.method, r.path) for r in stub.requests] == [("PUT", "/put")]
 
 
@@ -454,13 +569,13 @@ def test_webhook_transient_fault_commits_nothing_and_the_retry_repeats_the_key(
     stub.script(fault, then=200)
 
     with pytest.raises(TransientHttpError):
-        run_step(journey.tenant_id, jc, journey.nodes["hook"], 1)
+        run_hook(journey, jc)
 
     assert row_counts(pg_engine, jc) == before
     assert before["status"] == "ACTIVE" and before["step"] == 1
     assert hook_executions(pg_engine, journey) == []
 
-    outcome = run_step(journey.tenant_id, jc, journey.nodes["hook"], 1)
+    outcome = run_hook(journey, jc)
     assert (outcome.outcome, outcome.contact_status) == ("executed", "COMPLETED")
     assert hook_executions(pg_engine, journey) == [("COMPLETED", {"http_status": 200}, None, 1)]
     requests = stub.wait_for_requests(2)
@@ -474,7 +589,7 @@ def test_webhook_4xx_fails_the_contact_with_the_status(pg_engine, stub) -> None:
     jc = at_webhook(pg_engine, journey)
     stub.script(404)
 
-    outcome = run_step(journey.tenant_id, jc, journey.nodes["hook"], 1)
+    outcome = run_hook(journey, jc)
 
     reason = f"HTTP 404 from {url}"
     assert (outcome.outcome, outcome.detail, outcome.contact_status) == (
@@ -486,7 +601,7 @@ def test_webhook_4xx_fails_the_contact_with_the_status(pg_engine, stub) -> None:
     assert (counts["status"], counts["reason"], counts["step"]) == ("FAILED", reason, 2)
     assert hook_executions(pg_engine, journey) == [("FAILED", {}, reason, 1)]
     # The message carrying this step again (a redelivery) is a duplicate: no second call.
-    assert run_step(journey.tenant_id, jc, journey.nodes["hook"], 1).outcome == "duplicate"
+    assert run_hook(journey, jc).outcome == "duplicate"
     assert len(stub.requests) == 1
 
 
@@ -496,7 +611,7 @@ def test_webhook_retries_exhausted_fail_the_contact(pg_engine, stub) -> None:
     jc = at_webhook(pg_engine, journey)
     stub.script(then=503)
     with pytest.raises(TransientHttpError) as caught:
-        run_step(journey.tenant_id, jc, journey.nodes["hook"], 1)
+        run_hook(journey, jc)
     kwargs = execute_step_kwargs(journey.tenant_id, jc, journey.nodes["hook"], 1)
 
     execute_node.on_failure(caught.value, "task-id", (), kwargs, None)

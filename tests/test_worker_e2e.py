@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,7 +41,9 @@ from tests.factories import (
     make_journey_contact,
     make_tenant,
 )
+from tests.http_stub import http_stub
 from tests.kombu_producer import build_message
+from tests.test_operations import free_port, scrape, total
 from tests.worker_process import wait_until
 
 pytestmark = pytest.mark.slow
@@ -769,3 +772,94 @@ def test_a_flood_of_enrollments_does_not_hold_back_journeys_under_way(
     assert flood_done < 4000
     wait_until(lambda: all_finished(db, flood.journey_id, 6000), timeout=180)
     assert worker.proc.poll() is None
+
+
+# --- 9. a tenant's webhook aimed at the platform's own network --------------------------------
+
+
+def test_a_forbidden_webhook_fails_the_contact_once_and_the_worker_goes_on(
+    redis_broker_url: str, producer, rig: Rig, tmp_path: Path
+) -> None:
+    """No allow-list, as in production: a tenant's webhook names a server on the worker's own
+    machine (standing in for PostgreSQL, Redis or the metadata service). The worker refuses to
+    connect: the contact fails once with the reason, nothing arrives, nothing is retried, the
+    refusal is counted, and the worker takes the next message."""
+    db = rig.db
+    with http_stub() as internal:
+        tenant = make_tenant(db)
+        url = internal.url_for("/admin?token=s3cret-token")
+        journey = make_journey(
+            db,
+            tenant,
+            [
+                ("call", "webhook", {"url": url, "timeout_seconds": 5}, "after"),
+                ("after", "send_sms", {"body": "Hi {{first_name}}"}, None),
+            ],
+        )
+        jc = make_journey_contact(db, journey, make_contacts(db, tenant, 1)[0])
+        later = make_journey(db, tenant, ONE_SMS)
+        later_contacts = make_contacts(db, tenant, 3)
+        port = free_port()
+        prom_dir = tmp_path / "prometheus"
+        prom_dir.mkdir()
+        env = rig.env(
+            redis_broker_url,
+            WEBHOOK_ALLOWED_NETWORKS="",
+            TASK_RETRY_BACKOFF_MAX_SECONDS="1",
+            METRICS_PORT=str(port),
+            METRICS_ADDRESS="127.0.0.1",
+            PROMETHEUS_MULTIPROC_DIR=str(prom_dir),
+        )
+        worker = rig.start(env, concurrency=1)
+        producer.publish(
+            EXECUTE_NODE,
+            {
+                "tenant_id": str(tenant),
+                "journey_contact_id": str(jc),
+                "node_id": str(journey.nodes["call"]),
+            },
+        )
+        wait_until(
+            lambda: (
+                scalar(db, "SELECT status FROM journey_contacts WHERE id = :id", id=jc) == "FAILED"
+            ),
+            timeout=30,
+        )
+        reason = "webhook_address_forbidden: 127.0.0.1"
+        assert scalar(db, "SELECT status_reason FROM journey_contacts WHERE id = :id", id=jc) == (
+            reason
+        )
+        assert rows(
+            db,
+            "SELECT n.type, e.status, e.error FROM journey_node_executions e "
+            "JOIN journey_nodes n ON n.id = e.node_id WHERE e.journey_contact_id = :id",
+            id=jc,
+        ) == [("webhook", "FAILED", reason)]
+
+        # The worker goes on: the next message is another tenant journey, which completes.
+        producer.publish(
+            ENROLL,
+            {
+                "tenant_id": str(tenant),
+                "journey_id": str(later.journey_id),
+                "contact_ids": [str(c) for c in later_contacts],
+            },
+        )
+        wait_until(lambda: all_finished(db, later.journey_id, 3), timeout=30)
+        assert journey_statuses(db, later.journey_id) == {"COMPLETED": 3}
+        wait_until(
+            lambda: total(scrape(port), "journey_worker_webhook_refusals_total") == 1, timeout=10
+        )
+        assert total(scrape(port), "journey_worker_webhook_refusals_total", range="loopback") == 1
+
+        assert internal.requests == []  # nothing ever arrived
+        assert worker.proc.poll() is None
+        log = worker.log()
+        failed = [line for line in log.splitlines() if "step failed " in line]
+        assert len(failed) == 1 and f"journey_contact_id={jc}" in failed[0], failed
+        assert reason in failed[0]
+        assert "task retry" not in log  # a permanent failure: never retried
+        assert "webhook refused: 127.0.0.1 resolves to 127.0.0.1 (loopback)" in log
+        assert "s3cret" not in log  # neither the query string nor anything after it
+        assert scalar(db, "SELECT count(*) FROM messages") == 3  # the later journey's only
+        assert scalar(db, "SELECT count(*) FROM task_failures") == 0

@@ -17,6 +17,7 @@ from celery.signals import (
 )
 
 from db.engine import dispose_after_fork
+from tasks import circuit_breaker, http
 from worker import budget, logging_config, metrics_server
 from worker.settings import current_settings
 
@@ -26,6 +27,9 @@ def _reset_connections_in_child(**_: Any) -> None:
     # Pooled connections inherited from the parent must never be shared across fork.
     # (redis-py's pool notices the new pid and reconnects by itself.)
     dispose_after_fork()
+    # The same for pooled HTTP connections; each child also keeps its own circuit breakers.
+    http.reset_after_fork()
+    circuit_breaker.reset_after_fork()
 
 
 @after_setup_logger.connect
