@@ -10,6 +10,7 @@ import threading
 
 from cache.client import make_redis
 from cache.journey_cache import CacheRead, JourneyCache
+from cache.send_rate import Reservation, SendRateLimiter
 from cache.settings import CacheSettings, ConfigError, cache_settings, use_cache_settings
 
 __all__ = [
@@ -17,9 +18,12 @@ __all__ = [
     "CacheSettings",
     "ConfigError",
     "JourneyCache",
+    "Reservation",
+    "SendRateLimiter",
     "build_cache",
     "cache_settings",
     "get_cache",
+    "get_send_rate_limiter",
     "make_redis",
     "use_cache",
     "use_cache_settings",
@@ -45,6 +49,21 @@ def get_cache() -> JourneyCache:
                 _cache = build_cache()
             cache = _cache
     return cache
+
+
+_limiters: dict[int, SendRateLimiter] = {}
+
+
+def get_send_rate_limiter() -> SendRateLimiter:
+    """The process's send-rate limiter, on the process cache's Redis and key prefix."""
+    cache = get_cache()
+    with _lock:
+        limiter = _limiters.get(id(cache))
+        if limiter is None or limiter.redis is not cache.redis:
+            limiter = SendRateLimiter(cache.redis, cache.settings.key_prefix)
+            _limiters.clear()
+            _limiters[id(cache)] = limiter
+        return limiter
 
 
 def use_cache(cache: JourneyCache | None) -> None:

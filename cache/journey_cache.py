@@ -215,6 +215,23 @@ class JourneyCache:
             available=True,
         )
 
+    def read_tenant(self, tenant_id: str) -> CacheRead:
+        """The tenant alone in one round trip; on a miss, fill with the returned token."""
+        keys = [self.tenant_key(tenant_id), self.tenant_token_key(tenant_id), self.stats_key]
+        args: list[str | int] = [_new_token(), self.settings.token_ttl, STATS_TTL_SECONDS]
+        script = self._scripts.read_tenant
+        reply = self._call("read_tenant", ("tenant",), lambda: script(keys=keys, args=args))
+        if reply is None:
+            return UNAVAILABLE
+        tenant, tenant_token = reply
+        return CacheRead(
+            node=None,
+            tenant=self._decode(tenant, "tenant"),
+            journey_token=None,
+            tenant_token=_text(tenant_token),
+            available=True,
+        )
+
     def fill_nodes(
         self,
         tenant_id: str,

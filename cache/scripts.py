@@ -13,7 +13,14 @@ from importlib.resources import files
 from redis import Redis
 from redis.commands.core import Script
 
-SCRIPT_NAMES = ("read", "fill_nodes", "fill_tenant", "invalidate")
+SCRIPT_NAMES = (
+    "read",
+    "fill_nodes",
+    "fill_tenant",
+    "invalidate",
+    "read_tenant",
+    "reserve_send_slots",
+)
 
 
 @cache
@@ -30,6 +37,8 @@ class Scripts:
     fill_nodes: Script
     fill_tenant: Script
     invalidate: Script
+    read_tenant: Script
+    reserve_send_slots: Script
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:

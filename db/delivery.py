@@ -223,16 +223,58 @@ def finish_messages(bind: Bind, tenant_id: uuid.UUID, results: Sequence[Delivery
         bind.execute(stmt, rows)
 
 
+def defer_messages(bind: Bind, message_ids: Sequence[uuid.UUID], seconds: float | None) -> None:
+    """Its tenant's send rate holds these messages back: free their lease, and with `seconds`
+    let the dispatcher publish their delivery again then (claim_deferred_messages); without,
+    the caller has published it again itself."""
+    if not message_ids:
+        return
+    bind.execute(
+        update(Message)
+        .where(Message.id.in_(list(message_ids)), Message.status == MessageStatus.QUEUED.value)
+        .values(
+            deliver_after=None if seconds is None else seconds_from_now(seconds),
+            delivery_lease_until=None,
+            updated_at=db_now(),
+        )
+    )
+
+
+def claim_deferred_messages(bind: Bind, *, batch_size: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Deferred messages whose time has come: clear the deferral, return (tenant, id), oldest
+    first."""
+    claim = (
+        select(Message.id)
+        .where(
+            Message.status == MessageStatus.QUEUED.value,
+            Message.deliver_after.is_not(None),
+            Message.deliver_after <= db_now(),
+        )
+        .order_by(Message.deliver_after)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(Message)
+        .where(Message.id.in_(claim.scalar_subquery()))
+        .values(deliver_after=None, updated_at=db_now())
+        .returning(Message.tenant_id, Message.id)
+    )
+    return [(row[0], row[1]) for row in bind.execute(stmt)]
+
+
 def claim_stale_messages(
     bind: Bind, *, batch_size: int, grace_seconds: float
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """QUEUED messages whose delivery task seems lost (untouched for the grace period and not
-    leased): touch them and return (tenant, id)."""
+    """QUEUED messages whose delivery task seems lost (untouched for the grace period, not
+    leased, not deferred): touch them and return (tenant, id). Call only while the queues are
+    quiet, like the re-publication of late steps."""
     claim = (
         select(Message.id)
         .where(
             Message.status == MessageStatus.QUEUED.value,
             Message.updated_at <= seconds_from_now(-grace_seconds),
+            Message.deliver_after.is_(None),
             _lease_free(),
         )
         .limit(batch_size)

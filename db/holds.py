@@ -23,7 +23,8 @@ def resume_held_contacts(
     reasons: Sequence[str],
     journey_id: uuid.UUID | None = None,
 ) -> int:
-    """Release contacts held PAUSED for one of `reasons`: the dispatcher picks them up now."""
+    """Release contacts held PAUSED for one of `reasons`: their step is in no queue, so the
+    dispatcher publishes it at its next run, whatever the backlog."""
     stmt = update(JC).where(
         JC.tenant_id == tenant_id,
         JC.status == ContactStatus.PAUSED.value,
@@ -37,6 +38,7 @@ def resume_held_contacts(
             status_reason=None,
             due_at=db_now(),
             redispatch_count=0,
+            unpublished=True,
             updated_at=db_now(),
         )
     )

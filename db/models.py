@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -174,6 +176,15 @@ class JourneyContact(Record):
             postgresql_where=text("status IN ('ACTIVE', 'WAITING')"),
             sqlite_where=text("status IN ('ACTIVE', 'WAITING')"),
         ),
+        # What the dispatcher publishes whatever the backlog (due waits, unpublished steps), per
+        # tenant in due order: every tenant's oldest first, not everyone's (0010).
+        Index(
+            "ix_journey_contacts_tenant_due",
+            "tenant_id",
+            "due_at",
+            postgresql_where=text("status = 'WAITING' OR (status = 'ACTIVE' AND unpublished)"),
+            sqlite_where=text("status = 'WAITING' OR (status = 'ACTIVE' AND unpublished)"),
+        ),
         Index("ix_journey_contacts_contact_id", "contact_id"),
         # Upstream-created rows carry no due_at; the dispatcher sweeps the stale ones.
         Index(
@@ -216,6 +227,11 @@ class JourneyContact(Record):
     due_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # How often the dispatcher re-published the current step; reset by every executed step.
     redispatch_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # The current step's message is known not to be in any queue (its publish failed, or a held
+    # contact was released): the dispatcher publishes it at once (0010).
+    unpublished: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=false(), default=False
+    )
 
 
 class JourneyNodeExecution(Record):
@@ -279,6 +295,13 @@ class Message(Record):
             postgresql_where=text("status = 'QUEUED'"),
             sqlite_where=text("status = 'QUEUED'"),
         ),
+        # Deliveries deferred by a tenant's send rate, due from deliver_after on (0010).
+        Index(
+            "ix_messages_deliver_after",
+            "deliver_after",
+            postgresql_where=text("status = 'QUEUED' AND deliver_after IS NOT NULL"),
+            sqlite_where=text("status = 'QUEUED' AND deliver_after IS NOT NULL"),
+        ),
         # A delivery receipt names the provider's id: it must find one message (contract v2).
         Index(
             "uq_messages_provider_message_id",
@@ -317,6 +340,8 @@ class Message(Record):
     # A delivery's claim on the message (db/delivery.py): until then no other delivery of it
     # starts; a worker killed mid-call leaves a lease that simply expires.
     delivery_lease_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Deferred by its tenant's send rate: the dispatcher publishes its delivery from then on.
+    deliver_after: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class CallLog(Record):
@@ -329,6 +354,18 @@ class CallLog(Record):
     )
     status: Mapped[str] = mapped_column(String(32), nullable=False)
     duration_seconds: Mapped[int | None] = mapped_column(Integer)
+
+
+class DispatchLane(Base):
+    """What the dispatcher last saw of a step queue: a late step counts as lost only once the
+    queues have been quiet for a while (tasks/dispatch.py)."""
+
+    __tablename__ = "dispatch_lanes"
+
+    lane: Mapped[str] = mapped_column(String(128), primary_key=True)
+    depth: Mapped[int | None] = mapped_column(Integer)
+    observed_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    busy_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class TaskFailure(Base):

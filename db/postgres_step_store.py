@@ -115,6 +115,7 @@ claim AS (
         status_reason = i.reason,
         completed_at = CASE WHEN i.completed THEN now() END,
         redispatch_count = 0,
+        unpublished = false,
         updated_at = now()
     FROM input i
     WHERE jc.id = i.journey_contact_id AND jc.id IN (SELECT id FROM locked)

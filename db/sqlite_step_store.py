@@ -186,6 +186,7 @@ class SqliteStepStore:
                 status_reason=write.status_reason,
                 completed_at=db_now() if write.completed else None,
                 redispatch_count=0,
+                unpublished=False,
                 updated_at=db_now(),
             )
         ).rowcount

@@ -12,13 +12,14 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Celery, Task
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from db import failures
+from db import dispatch, failures
 from db.engine import transaction
 from tasks import metrics
 from tasks.arguments import loggable_ids
 from tasks.engine import Followup
 from tasks.errors import BadMessage, PermanentError, TransientError
-from tasks.settings import EngineSettings
+from tasks.lanes import lane_for
+from tasks.settings import EngineSettings, engine_settings
 
 log = logging.getLogger("journey_worker.tasks")
 
@@ -134,26 +135,56 @@ class RetryPolicy:
 
 
 def publish(app: Celery, followups: Iterable[Followup]) -> int:
-    """Publish after commit. A failure here loses nothing: the rows say what is due, and the
-    dispatcher re-publishes anything unclaimed after the grace period."""
+    """Publish after commit, each message to its lane (tasks/lanes.py); returns how many went.
+
+    The app's publish retry policy rides out a broker restart of PUBLISH_RETRY_SECONDS. What
+    still cannot be published loses nothing: the steps are marked unpublished, so the
+    dispatcher publishes them at its next run instead of waiting for a grace period."""
     followups = list(followups)
     if not followups:
         return 0
+    bulk_batch_min = engine_settings().bulk_batch_min
+    sent = 0
     try:
         with app.producer_or_acquire() as producer:
             for followup in followups:
-                routing = {"queue": followup.queue} if followup.queue else {}
-                app.send_task(
-                    followup.task_name, kwargs=followup.kwargs, producer=producer, **routing
+                queue = followup.queue or lane_for(
+                    followup.task_name, followup.kwargs, bulk_batch_min
                 )
+                app.send_task(
+                    followup.task_name, kwargs=followup.kwargs, producer=producer, queue=queue
+                )
+                sent += 1
     except Exception as exc:
+        unsent = followups[sent:]
         log.warning(
-            "publish after commit failed (%d messages); the dispatcher will re-publish: %s",
+            "publish after commit failed (%d of %d messages); their steps are due for the "
+            "dispatcher at once: %s: %s",
+            len(unsent),
             len(followups),
+            type(exc).__name__,
             exc,
         )
-        return 0
-    return len(followups)
+        _mark_unpublished(unsent)
+    return sent
+
+
+def _mark_unpublished(followups: Iterable[Followup]) -> None:
+    by_tenant: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = {}
+    for followup in followups:
+        tenant_id = _as_uuid(followup.kwargs.get("tenant_id"))
+        steps = [(jc, step) for jc, step in _named_steps(followup.kwargs) if step is not None]
+        if tenant_id is not None and steps:
+            by_tenant.setdefault(tenant_id, []).extend(steps)  # type: ignore[arg-type]
+    if not by_tenant:
+        return  # deliveries: still QUEUED, the dispatcher's stale sweep brings them back
+    try:
+        with transaction() as session:
+            for tenant_id, steps in by_tenant.items():
+                dispatch.mark_unpublished(session, tenant_id, steps)
+    except Exception:
+        # The database is away too: the steps are still due after their grace period.
+        log.exception("could not mark unpublished steps; the grace period will bring them back")
 
 
 def _as_uuid(value: object) -> uuid.UUID | None:

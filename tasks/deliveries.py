@@ -10,13 +10,17 @@ the provider sees the message id as Idempotency-Key if a crash repeats a send.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from celery import shared_task
+from celery import Celery, shared_task
+from sqlalchemy import Connection
 
+from cache import get_cache, get_send_rate_limiter
 from db import delivery
 from db.engine import autocommit_connection
 from db.statuses import MessageStatus
@@ -24,8 +28,11 @@ from tasks import metrics, names
 from tasks.arguments import check_kwargs, uuid_arg, uuid_list_arg
 from tasks.base import TRANSIENT_ERRORS, JourneyTask
 from tasks.delivery import DatabasePins, provider_from_settings
-from tasks.errors import PermanentError, TransientError, UnknownEntity
-from tasks.settings import MAX_BATCH_SIZE, engine_settings
+from tasks.errors import InvalidTenantSettings, PermanentError, TransientError, UnknownEntity
+from tasks.lanes import lane_for
+from tasks.lookups import JourneyReader
+from tasks.policy.settings import parse_tenant_send_policy
+from tasks.settings import MAX_BATCH_SIZE, EngineSettings, engine_settings
 
 log = logging.getLogger("journey_worker.delivery")
 
@@ -35,7 +42,8 @@ def deliver_messages(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, 
     check_kwargs(names.DELIVER_MESSAGES, args, kwargs)
     tenant_id = uuid_arg(kwargs, "tenant_id")
     message_ids = uuid_list_arg(kwargs, "message_ids", MAX_BATCH_SIZE)
-    return dict(Counter(r.outcome for r in deliver(tenant_id, message_ids)))
+    outcomes = deliver(tenant_id, message_ids, requeue=_requeue(self.app, tenant_id))
+    return dict(Counter(r.outcome for r in outcomes))
 
 
 @shared_task(bind=True, base=JourneyTask, name=names.DELIVER_MESSAGE)
@@ -44,7 +52,7 @@ def deliver_message(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, A
     tools that re-deliver one message)."""
     check_kwargs(names.DELIVER_MESSAGE, args, kwargs)
     tenant_id, message_id = uuid_arg(kwargs, "tenant_id"), uuid_arg(kwargs, "message_id")
-    [result] = deliver(tenant_id, [message_id])
+    [result] = deliver(tenant_id, [message_id], requeue=_requeue(self.app, tenant_id))
     if result.outcome == "unknown":
         raise UnknownEntity("message", message_id)
     if result.outcome == "duplicate":
@@ -57,11 +65,37 @@ def deliver_message(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, A
 @dataclass(frozen=True)
 class MessageOutcome:
     message_id: uuid.UUID
-    outcome: str  # sent | failed | retry | duplicate (already handled) | unknown
+    # sent | failed | retry | deferred (by the send rate) | duplicate (handled) | unknown
+    outcome: str
     detail: str = ""
 
 
-def deliver(tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[MessageOutcome]:
+# A deferral this short goes back to the broker as a countdown; a longer one waits in the
+# database (messages.deliver_after) for the dispatcher, so a backlog of deferred deliveries
+# never sits in the broker (Redis holds countdowns in worker memory).
+BROKER_COUNTDOWN_SECONDS = 10.0
+Requeue = Callable[[list[uuid.UUID], float], None]
+
+
+def _requeue(app: Celery, tenant_id: uuid.UUID) -> Requeue:
+    def requeue(message_ids: list[uuid.UUID], countdown: float) -> None:
+        app.send_task(
+            names.DELIVER_MESSAGES,
+            kwargs={"tenant_id": str(tenant_id), "message_ids": [str(m) for m in message_ids]},
+            countdown=countdown,
+            queue=lane_for(
+                names.DELIVER_MESSAGES,
+                {"message_ids": message_ids},
+                engine_settings().bulk_batch_min,
+            ),
+        )
+
+    return requeue
+
+
+def deliver(
+    tenant_id: uuid.UUID, message_ids: list[uuid.UUID], *, requeue: Requeue | None = None
+) -> list[MessageOutcome]:
     """Deliver the batch; returns one outcome per id, in order. Raises the transient error
     (after recording every other outcome) when some messages must be tried again."""
     settings = engine_settings()
@@ -85,14 +119,21 @@ def deliver(tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[MessageO
         conversations = delivery.ensure_conversations(
             connection, tenant_id, [m.contact_id for m in messages]
         )
+        slots = _paced(connection, tenant_id, messages, settings, outcomes, requeue)
         provider = provider_from_settings(settings, DatabasePins(connection))
+        started = time.monotonic()
         for message in messages:
+            if message.id in outcomes:
+                continue  # deferred by the send rate
             conversation_id = message.conversation_id or conversations[message.contact_id]
             failure: str | None = None
             sent = None
             if message.opted_out:
                 failure = "opted_out"
             else:
+                slot = slots.get(message.id)
+                if slot is not None:
+                    time.sleep(max(0.0, slot - (time.monotonic() - started)))
                 try:
                     sent = provider.send(message)
                 except PermanentError as exc:
@@ -143,3 +184,49 @@ def deliver(tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[MessageO
             f"(first: message {retry[0].message_id}: {retry[0].detail})"
         )
     return [outcomes[m] for m in message_ids]
+
+
+def _paced(
+    connection: Connection,
+    tenant_id: uuid.UUID,
+    messages: list[delivery.OutboundMessage],
+    settings: EngineSettings,
+    outcomes: dict[uuid.UUID, MessageOutcome],
+    requeue: Requeue | None,
+) -> dict[uuid.UUID, float]:
+    """With a tenant send rate: reserve a send slot (seconds from now) for each message that
+    fits in the horizon, and defer the rest, never dropped and never retried in a loop. Without
+    one: no slots, send at once. Adds the deferred messages to `outcomes`."""
+    rate = _send_rate(connection, tenant_id)
+    to_send = [m for m in messages if not m.opted_out]
+    if rate is None or not to_send:
+        return {}
+    horizon = settings.send_rate_horizon_seconds
+    reservation = get_send_rate_limiter().reserve(str(tenant_id), rate, len(to_send), horizon)
+    slots = dict(zip((m.id for m in to_send), reservation.offsets, strict=False))
+    later = [m.id for m in to_send[len(reservation.offsets) :]]
+    if later:
+        # They come back when their turn is within the horizon again.
+        wait = max(reservation.next_free - horizon, 0.0)
+        if requeue is not None and wait <= BROKER_COUNTDOWN_SECONDS:
+            delivery.defer_messages(connection, later, None)
+            requeue(later, wait)
+        else:
+            delivery.defer_messages(connection, later, max(wait, 0.1))
+        metrics.SEND_RATE_DEFERRED.inc(len(later))
+        for message_id in later:
+            outcomes[message_id] = MessageOutcome(message_id, "deferred", f"{wait:.1f}s")
+    return slots
+
+
+def _send_rate(connection: Connection, tenant_id: uuid.UUID) -> float | None:
+    """The tenant's send_rate_per_second, through the cache; None when it sets none. A malformed
+    policy is logged and not enforced: deliveries never stop for it."""
+    tenant = JourneyReader(get_cache()).tenant(connection, tenant_id)
+    if tenant is None:
+        return None
+    try:
+        return parse_tenant_send_policy(tenant.settings).send_rate_per_second
+    except InvalidTenantSettings as exc:
+        log.warning("tenant_id=%s send rate not enforced: %s", tenant_id, exc.reason)
+        return None

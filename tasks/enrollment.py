@@ -1,5 +1,5 @@
 """journeys.enroll: start up to a thousand contacts on a journey in one statement, then publish
-their entry step as batch messages."""
+their entry step as batch messages (large ones go to the bulk lane, tasks/lanes.py)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,6 @@ def enroll(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
             Followup(
                 names.EXECUTE_BATCH,
                 execute_batch_kwargs(tenant_id, journey.entry_node_id, [(jc, 0) for jc in chunk]),
-                queue=names.BULK_QUEUE,
             )
             for chunk in chunked(created, settings.batch_size)
         ),

@@ -109,6 +109,16 @@ class JourneyReader:
                 self.cache.fill_tenant(tid, tenant.to_cache(), read.tenant_token)  # type: ignore[union-attr]
         return node, tenant
 
+    def tenant(self, connection: Connection, tenant_id: uuid.UUID) -> TenantRecord | None:
+        """The tenant alone (its settings), through the cache like node_and_tenant."""
+        read = self.cache.read_tenant(str(tenant_id)) if self.cache is not None else None
+        if read is not None and read.tenant:
+            return TenantRecord.from_cache(read.tenant)
+        tenant = self._load_tenant(connection, tenant_id)
+        if read is not None and read.available and tenant is not None:
+            self.cache.fill_tenant(str(tenant_id), tenant.to_cache(), read.tenant_token)  # type: ignore[union-attr]
+        return tenant
+
     @staticmethod
     def _load_nodes(
         connection: Connection, tenant_id: uuid.UUID, journey_id: uuid.UUID

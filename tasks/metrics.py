@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
     STEPS: Counter
     STEP_SECONDS: Histogram
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     FAILURES: Counter
     DISPATCHED: Counter
     MESSAGES: Counter
+    QUEUE_DEPTH: Gauge
+    DISPATCH_LAG: Histogram
+    TENANT_STEPS: Counter
+    SEND_RATE_DEFERRED: Counter
     WEBHOOK_REFUSALS: Counter
     SMS_PROVIDER_ATTEMPTS: Counter
     SMS_PROVIDER_CIRCUIT_OPENS: Counter
@@ -40,6 +44,10 @@ NAMES = (
     "WEBHOOK_REFUSALS",
     "SMS_PROVIDER_ATTEMPTS",
     "SMS_PROVIDER_CIRCUIT_OPENS",
+    "QUEUE_DEPTH",
+    "DISPATCH_LAG",
+    "TENANT_STEPS",
+    "SEND_RATE_DEFERRED",
 )
 
 _lock = threading.Lock()
@@ -47,7 +55,7 @@ _metrics: dict[str, Any] | None = None
 
 
 def _create() -> dict[str, Any]:
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
     return {
         "STEPS": Counter(
@@ -86,6 +94,26 @@ def _create() -> dict[str, Any]:
         ),
         "MESSAGES": Counter(
             "journey_worker_messages_total", "SMS deliveries by result.", ["status"]
+        ),
+        "QUEUE_DEPTH": Gauge(
+            "journey_worker_queue_depth",
+            "Messages waiting in each step queue, as the dispatcher last measured (-1: unknown).",
+            ["queue"],
+            multiprocess_mode="mostrecent",
+        ),
+        "DISPATCH_LAG": Histogram(
+            "journey_worker_dispatch_lag_seconds",
+            "How late the dispatcher published a scheduled step (now minus its due time).",
+            buckets=(0.5, 1, 2, 3, 5, 10, 30, 60, 300, 900, 3600),
+        ),
+        "TENANT_STEPS": Counter(
+            "journey_worker_tenant_steps_total",
+            "Steps executed, by tenant (one series per tenant: mind the cardinality).",
+            ["tenant_id"],
+        ),
+        "SEND_RATE_DEFERRED": Counter(
+            "journey_worker_send_rate_deferred_total",
+            "Messages a tenant's send rate deferred to a later delivery.",
         ),
         "WEBHOOK_REFUSALS": Counter(
             "journey_worker_webhook_refusals_total",

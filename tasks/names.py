@@ -13,8 +13,9 @@ DISPATCH_DUE = "journeys.dispatch_due"
 PURGE_EXECUTIONS = "journeys.purge_executions"
 REFRESH_STATS = "journeys.refresh_stats"
 
-DEFAULT_QUEUE = "journeys"
-# Entry steps published by journeys.enroll. Workers consume both queues and the brokers
-# alternate between them, so one tenant's flood of enrollments cannot hold back the steps of
-# journeys already under way (hard case 11).
-BULK_QUEUE = "journeys.bulk"
+# The lanes (tasks/lanes.py says who goes where, docs/operations.md why).
+DEFAULT_QUEUE = "journeys"  # upstream's messages and small batches: everyone's journeys
+BULK_QUEUE = "journeys.bulk"  # large batches: blasts
+DISPATCH_QUEUE = "journeys.dispatch"  # the dispatcher alone, never behind a backlog
+STEP_QUEUES = (DEFAULT_QUEUE, BULK_QUEUE)
+WORKER_QUEUES = (DISPATCH_QUEUE, DEFAULT_QUEUE, BULK_QUEUE)

@@ -23,17 +23,26 @@ class EngineSettings(Section):
     """A hard cap on steps per journey contact: stops anything the loop guard misses."""
 
     # The due-step dispatcher.
-    redispatch_grace_seconds: float = Field(
-        300.0, ge=1, validation_alias="REDISPATCH_GRACE_SECONDS"
-    )
-    """How long an ACTIVE step may sit before the dispatcher assumes its message was lost."""
+    redispatch_grace_seconds: float = Field(30.0, ge=1, validation_alias="REDISPATCH_GRACE_SECONDS")
+    """How long a published step may sit before the dispatcher may think its message lost; it
+    doubles with each re-dispatch of the same step. A step is re-published only while the
+    queues are quiet (REDISPATCH_QUIET_SECONDS): a step still queued behind a backlog is not
+    lost."""
+    redispatch_quiet_seconds: float = Field(30.0, ge=0, validation_alias="REDISPATCH_QUIET_SECONDS")
+    """The step queues must have been seen empty for this long before a late step counts as
+    lost: longer than a task holding a consumed message may run (TASK_SOFT_TIME_LIMIT)."""
     max_redispatches: int = Field(5, ge=1, validation_alias="MAX_REDISPATCHES")
-    """After this many re-publications of one step the contact is FAILED ('stalled')."""
+    """After this many re-publications of one step, each made while the queues were quiet,
+    the contact is FAILED ('stalled')."""
 
     # Batches.
     batch_size: int = Field(200, ge=1, le=1000, validation_alias="BATCH_SIZE")
     """Journey contacts per batch message: one task executes one node for this many contacts
     (and delivers this many messages). At most MAX_BATCH_SIZE."""
+    bulk_batch_min: int = Field(50, ge=1, validation_alias="BULK_BATCH_MIN")
+    """A batch of at least this many journey contacts (or messages) goes to the bulk lane
+    (journeys.bulk); smaller ones, and everything upstream publishes, to journeys. One tenant's
+    blast then never stands in front of other tenants' journeys (tasks/lanes.py)."""
     dispatch_batch_size: int = Field(500, ge=1, validation_alias="DISPATCH_BATCH_SIZE")
     """Due rows claimed per statement."""
     dispatch_max_batches: int = Field(20, ge=1, validation_alias="DISPATCH_MAX_BATCHES")
@@ -66,6 +75,11 @@ class EngineSettings(Section):
         5.0, ge=0.1, validation_alias="SMS_PROVIDER_TIMEOUT_SECONDS"
     )
     """Seconds one provider call may take."""
+    send_rate_horizon_seconds: float = Field(
+        1.0, gt=0, le=10, validation_alias="SEND_RATE_HORIZON_SECONDS"
+    )
+    """With a tenant send rate: how far ahead one delivery task reserves send slots and waits
+    for them; the rest of its batch is deferred (messages.deliver_after) and dispatched later."""
     delivery_lease_seconds: float = Field(120.0, ge=1, validation_alias="DELIVERY_LEASE_SECONDS")
     """How long a delivery holds the messages it claimed: longer than a delivery task may run
     (TASK_TIME_LIMIT_SECONDS), so a lease outlives only a dead worker."""

@@ -69,6 +69,8 @@ def record(outcome: BatchOutcome, duration: float, task_id: str | None) -> None:
         if contact.detail == "loop_detected":
             metrics.LOOP_DETECTIONS.inc()
     metrics.BATCH_SIZE.labels(node_type).observe(len(outcome.contacts))
+    if counts.get("executed"):
+        metrics.TENANT_STEPS.labels(str(outcome.tenant_id)).inc(counts["executed"])
     metrics.STEP_SECONDS.labels(node_type).observe(duration)
     base = {
         "tenant_id": str(outcome.tenant_id),

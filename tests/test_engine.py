@@ -280,7 +280,7 @@ def test_database_failing_after_the_send_was_recorded_never_sends_twice(
     )
     make_due(pg_engine, jc)  # the grace period passes
     with transaction() as session:
-        due = dispatch.claim_due_steps(session, batch_size=10, grace_seconds=300)
+        due = dispatch.claim_late_steps(session, limit=10, grace_seconds=300)
     assert [(d.node_id, d.step_seq) for d in due] == [(journey.nodes["check"], 1)]
 
 
@@ -476,7 +476,7 @@ def test_suspended_tenant_holds_contacts_and_resume_continues_them(store_engine,
             session, journey.tenant_id, reasons=["tenant_suspended"]
         )
         assert resumed == 1
-        due = dispatch.claim_due_steps(session, batch_size=10, grace_seconds=300)
+        due = dispatch.claim_scheduled_steps(session, per_tenant=10, limit=10, grace_seconds=300)
     assert [(d.journey_contact_id, d.node_id, d.step_seq) for d in due] == [(jc, entry(journey), 0)]
     walk(journey.tenant_id, jc, entry(journey), 0)
     assert row_counts(store_engine, jc)["status"] == "COMPLETED"
@@ -518,7 +518,7 @@ def test_node_deleted_while_contacts_wait_fails_them_with_a_reason(store_engine)
         conn.execute(delete(JourneyNode).where(JourneyNode.id == fixture.nodes["after"]))
     make_due(store_engine, jc)
     with transaction() as session:
-        due = dispatch.claim_due_steps(session, batch_size=10, grace_seconds=300)
+        due = dispatch.claim_scheduled_steps(session, per_tenant=10, limit=10, grace_seconds=300)
     assert len(due) == 1
     outcome = run_step(tenant_id, jc, due[0].node_id, due[0].step_seq)
     counts = row_counts(store_engine, jc)
@@ -547,12 +547,18 @@ def test_wait_is_stored_in_the_database_and_dispatched_once_when_due(store_engin
     # An early message for the next step (a stray duplicate) must not cut the wait short.
     assert run_step(tenant_id, jc, fixture.nodes["after"], 1).outcome == "duplicate"
     with transaction() as session:
-        assert dispatch.claim_due_steps(session, batch_size=10, grace_seconds=300) == []
+        assert (
+            dispatch.claim_scheduled_steps(session, per_tenant=10, limit=10, grace_seconds=300)
+            == []
+        )
     make_due(store_engine, jc)
     with transaction() as session:
-        due = dispatch.claim_due_steps(session, batch_size=10, grace_seconds=300)
+        due = dispatch.claim_scheduled_steps(session, per_tenant=10, limit=10, grace_seconds=300)
     with transaction() as session:
-        assert dispatch.claim_due_steps(session, batch_size=10, grace_seconds=300) == []
+        assert (
+            dispatch.claim_scheduled_steps(session, per_tenant=10, limit=10, grace_seconds=300)
+            == []
+        )
     assert [(d.node_id, d.step_seq) for d in due] == [(fixture.nodes["after"], 1)]
     walk(tenant_id, jc, due[0].node_id, due[0].step_seq)
     counts = row_counts(store_engine, jc)
@@ -586,10 +592,10 @@ def test_lost_enqueue_is_recovered_by_the_dispatcher(store_engine, journey) -> N
     # The process died after commit: the followup was never published.
     lost = next_steps(first)[0]
     with transaction() as session:
-        assert dispatch.claim_due_steps(session, batch_size=10, grace_seconds=60) == []
+        assert dispatch.claim_late_steps(session, limit=10, grace_seconds=60) == []
     make_due(store_engine, jc)  # the grace period passes
     with transaction() as session:
-        due = dispatch.claim_due_steps(session, batch_size=10, grace_seconds=60)
+        due = dispatch.claim_late_steps(session, limit=10, grace_seconds=60)
     assert [(str(d.node_id), d.step_seq, d.redispatch_count) for d in due] == [
         (lost["node_id"], lost["step"], 1)
     ]
@@ -621,7 +627,9 @@ def test_two_dispatchers_never_claim_the_same_row(pg_engine) -> None:
         barrier.wait()
         while True:
             with transaction() as session:
-                batch = dispatch.claim_due_steps(session, batch_size=25, grace_seconds=300)
+                batch = dispatch.claim_scheduled_steps(
+                    session, per_tenant=25, limit=25, grace_seconds=300
+                )
             if not batch:
                 return
             claimed[index].extend(d.journey_contact_id for d in batch)
@@ -661,11 +669,11 @@ def test_each_redispatch_is_counted_and_rearmed(store_engine, journey) -> None:
     for _ in range(3):
         make_due(store_engine, jc)
         with transaction() as session:
-            due = dispatch.claim_due_steps(session, batch_size=10, grace_seconds=60)
+            due = dispatch.claim_late_steps(session, limit=10, grace_seconds=60)
     assert due[0].redispatch_count == 3
     # Re-armed: not claimed again until another grace period passes.
     with transaction() as session:
-        assert dispatch.claim_due_steps(session, batch_size=10, grace_seconds=60) == []
+        assert dispatch.claim_late_steps(session, limit=10, grace_seconds=60) == []
 
 
 def test_purge_removes_only_old_executions_in_batches(store_engine, journey) -> None:

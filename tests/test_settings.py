@@ -275,7 +275,10 @@ def test_time_limit_must_exceed_the_soft_limit() -> None:
 
 
 def test_sms_provider_url_required_for_http_only() -> None:
-    with pytest.raises(ConfigError, match=r"^SMS_PROVIDER_URL: required when SMS_PROVIDER=http \(or SMS_PROVIDER_URLS\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^SMS_PROVIDER_URL: required when SMS_PROVIDER=http \(or SMS_PROVIDER_URLS\)$",
+    ):
         EngineSettings.from_env({"SMS_PROVIDER": "HTTP"})
     assert EngineSettings.from_env({"SMS_PROVIDER_URL": "http://x"}).sms_provider == "log"
 

@@ -24,6 +24,16 @@ TASK_MODULES = (
 )
 
 
+def publish_retry_policy(seconds: float) -> dict[str, float]:
+    """kombu's retry policy for publishing: at once, then 1 s more each time up to 5 s apart,
+    as many times as it takes to cover `seconds`."""
+    retries, waited, step = 0, 0.0, 1.0
+    while waited < seconds:
+        waited += min(retries * step, 5.0)
+        retries += 1
+    return {"max_retries": retries, "interval_start": 0, "interval_step": step, "interval_max": 5}
+
+
 def create_app(
     settings: WorkerSettings | None = None, engine: EngineSettings | None = None
 ) -> Celery:
@@ -45,11 +55,10 @@ def create_app(
         result_backend=None,
         task_ignore_result=True,
         task_default_queue=names.DEFAULT_QUEUE,
-        # Both are consumed by default; see tasks/names.py for why enrollments have their own.
-        task_queues=[
-            Queue(names.DEFAULT_QUEUE, routing_key=names.DEFAULT_QUEUE),
-            Queue(names.BULK_QUEUE, routing_key=names.BULK_QUEUE),
-        ],
+        # The lanes, all consumed by default (tasks/lanes.py): the dispatcher's own, everyone's
+        # journeys, and blasts' large batches.
+        task_queues=[Queue(name, routing_key=name) for name in names.WORKER_QUEUES],
+        task_routes={names.DISPATCH_DUE: {"queue": names.DISPATCH_QUEUE}},
         task_create_missing_queues=True,
         # Acknowledge after the task's transaction committed; the engine is idempotent per step.
         task_acks_late=True,
@@ -61,17 +70,25 @@ def create_app(
         # One reserved message per child: fair dispatch, and no pile of unacked messages
         # stranded with a dead child.
         worker_prefetch_multiplier=1,
-        # After a lost broker connection, late-ack tasks still running would run again;
-        # cancelling them is safe because the step is idempotent and uncommitted work rolls back.
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A task running when the broker connection drops keeps running: its write is
+        # idempotent per step, and a task that committed must live to publish its next steps
+        # (the publish retries through the outage, below). Its late ack is lost with the
+        # connection, so the broker delivers the message again: a duplicate, which writes and
+        # publishes nothing.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        # Ride out a broker restart: a publish retries for PUBLISH_RETRY_SECONDS before the
+        # step is marked unpublished for the dispatcher (Celery's default gives up in a second).
+        task_publish_retry=True,
+        task_publish_retry_policy=publish_retry_policy(settings.publish_retry_seconds),
         # Celery reads a task's retry limits from its class, once, when the task is bound to
         # this app: the annotation sets them there from the settings (tasks/base.py).
         task_annotations=[RetryPolicy(engine)],
         task_soft_time_limit=settings.soft_time_limit,
         task_time_limit=settings.time_limit,
-        # Flower and `celery events` need these.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Off unless WORKER_SEND_TASK_EVENTS: they cost a quarter or more of a no-op task's
+        # throughput, and Flower turns worker events on at run time while it watches.
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
         # Celery's default. At 4, Flower hangs for good: each of its concurrent inspect

@@ -22,7 +22,7 @@ from pydantic import (
 
 from cache.settings import CacheSettings, use_cache_settings
 from db.settings import EMBEDDED_DIR, DbSettings, use_db_settings
-from envconfig import ConfigError, Lowercase, Section, split_url
+from envconfig import ConfigError, Flag, Lowercase, Section, split_url
 from tasks.settings import EngineSettings, use_engine_settings
 
 __all__ = [
@@ -77,7 +77,14 @@ class WorkerSettings(Section):
 
     # The process.
     dispatch_interval: float = Field(2.0, ge=0.1, validation_alias="DISPATCH_INTERVAL_SECONDS")
-    """Seconds between two runs of journeys.dispatch_due (beat)."""
+    """Seconds between two runs of journeys.dispatch_due (beat), on its own queue."""
+    task_events: Flag = Field(False, validation_alias="WORKER_SEND_TASK_EVENTS")
+    """Send task events (and task-sent events) always. Off by default: they cost a quarter or
+    more of a no-op task's throughput, and Flower turns worker events on at run time
+    (`enable_events`) while it watches. `celery worker -E` turns them on too."""
+    publish_retry_seconds: float = Field(35.0, ge=0, validation_alias="PUBLISH_RETRY_SECONDS")
+    """How long a publish keeps retrying while the broker is unreachable (a restart of up to
+    30 s); after that the step is marked due for the dispatcher at once."""
     stats_refresh_interval: float = Field(
         300.0, ge=0, validation_alias="STATS_REFRESH_INTERVAL_SECONDS"
     )
