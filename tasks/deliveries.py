@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from celery import Celery, shared_task
@@ -27,7 +28,7 @@ from db.statuses import MessageStatus
 from tasks import metrics, names
 from tasks.arguments import check_kwargs, uuid_arg, uuid_list_arg
 from tasks.base import TRANSIENT_ERRORS, JourneyTask
-from tasks.delivery import DatabasePins, provider_from_settings
+from tasks.delivery import DatabasePins, SlotMissed, provider_from_settings
 from tasks.errors import InvalidTenantSettings, PermanentError, TransientError, UnknownEntity
 from tasks.lanes import lane_for
 from tasks.lookups import JourneyReader
@@ -119,9 +120,9 @@ def deliver(
         conversations = delivery.ensure_conversations(
             connection, tenant_id, [m.contact_id for m in messages]
         )
-        slots = _paced(connection, tenant_id, messages, settings, outcomes, requeue)
+        pace = _paced(connection, tenant_id, messages, settings, outcomes, requeue)
         provider = provider_from_settings(settings, DatabasePins(connection))
-        started = time.monotonic()
+        missed: list[uuid.UUID] = []
         for message in messages:
             if message.id in outcomes:
                 continue  # deferred by the send rate
@@ -131,11 +132,14 @@ def deliver(
             if message.opted_out:
                 failure = "opted_out"
             else:
-                slot = slots.get(message.id)
-                if slot is not None:
-                    time.sleep(max(0.0, slot - (time.monotonic() - started)))
                 try:
-                    sent = provider.send(message)
+                    # The gate waits for the message's send slot right before the call.
+                    sent = provider.send(message, partial(pace.wait_for, message.id))
+                except SlotMissed:
+                    # Too late for its slot (this process was held up): sending it now could
+                    # crowd the next slots, so it goes back for a slot of its own.
+                    missed.append(message.id)
+                    continue
                 except PermanentError as exc:
                     failure = exc.reason
                 except TRANSIENT_ERRORS as exc:
@@ -173,6 +177,8 @@ def deliver(
                 )
                 outcomes[message.id] = MessageOutcome(message.id, "failed", failure)
         delivery.finish_messages(connection, tenant_id, results)
+        if missed:
+            _defer(connection, missed, 0.0, requeue, outcomes)
     for result in results:
         metrics.MESSAGES.labels(result.status).inc()
     retry = [o for o in outcomes.values() if o.outcome == "retry"]
@@ -186,6 +192,36 @@ def deliver(
     return [outcomes[m] for m in message_ids]
 
 
+@dataclass(frozen=True)
+class _Pace:
+    """Send slots, as seconds after `reserved_at` (time.monotonic() when they were reserved)."""
+
+    reserved_at: float
+    slots: dict[uuid.UUID, float]
+    # How late a send may still go at its slot: under the pace's margin (cache/send_rate.py),
+    # so a late send never crowds a one-second window past the rate.
+    tolerance: float
+
+    def wait_for(self, message_id: uuid.UUID) -> bool:
+        """Sleep until the message's slot; False if the slot has passed by more than the
+        tolerance (then it must not be sent now)."""
+        slot = self.slots.get(message_id)
+        if slot is None:
+            return True
+        delay = slot - (time.monotonic() - self.reserved_at)
+        if delay > 0:
+            time.sleep(delay)
+            return True
+        return -delay <= self.tolerance
+
+
+UNPACED = _Pace(0.0, {}, 0.0)
+# Slots are 1/(0.95 x rate) apart, so a one-second window holds at most
+# floor((1 + tolerance) x 0.95 x rate) + 1 sends: at most the rate for any tolerance under
+# 1/0.95 - 1 = 52 ms. 30 ms leaves room for the network between here and the provider.
+LATE_SEND_TOLERANCE = 0.03
+
+
 def _paced(
     connection: Connection,
     tenant_id: uuid.UUID,
@@ -193,30 +229,47 @@ def _paced(
     settings: EngineSettings,
     outcomes: dict[uuid.UUID, MessageOutcome],
     requeue: Requeue | None,
-) -> dict[uuid.UUID, float]:
-    """With a tenant send rate: reserve a send slot (seconds from now) for each message that
-    fits in the horizon, and defer the rest, never dropped and never retried in a loop. Without
-    one: no slots, send at once. Adds the deferred messages to `outcomes`."""
+) -> _Pace:
+    """With a tenant send rate: reserve a send slot for each message that fits in the horizon,
+    and defer the rest, never dropped and never retried in a loop. Without one: send at once.
+    Adds the deferred messages to `outcomes`."""
     rate = _send_rate(connection, tenant_id)
     to_send = [m for m in messages if not m.opted_out]
     if rate is None or not to_send:
-        return {}
+        return UNPACED
     horizon = settings.send_rate_horizon_seconds
     reservation = get_send_rate_limiter().reserve(str(tenant_id), rate, len(to_send), horizon)
-    slots = dict(zip((m.id for m in to_send), reservation.offsets, strict=False))
+    # Slots count from Redis's clock when it answered; counting from after the answer makes a
+    # send late by the reply's way back (the tolerance covers it), never early.
+    reserved_at = time.monotonic()
     later = [m.id for m in to_send[len(reservation.offsets) :]]
     if later:
         # They come back when their turn is within the horizon again.
-        wait = max(reservation.next_free - horizon, 0.0)
-        if requeue is not None and wait <= BROKER_COUNTDOWN_SECONDS:
-            delivery.defer_messages(connection, later, None)
-            requeue(later, wait)
-        else:
-            delivery.defer_messages(connection, later, max(wait, 0.1))
-        metrics.SEND_RATE_DEFERRED.inc(len(later))
-        for message_id in later:
-            outcomes[message_id] = MessageOutcome(message_id, "deferred", f"{wait:.1f}s")
-    return slots
+        _defer(connection, later, max(reservation.next_free - horizon, 0.0), requeue, outcomes)
+    return _Pace(
+        reserved_at,
+        dict(zip((m.id for m in to_send), reservation.offsets, strict=False)),
+        tolerance=LATE_SEND_TOLERANCE,
+    )
+
+
+def _defer(
+    connection: Connection,
+    message_ids: list[uuid.UUID],
+    wait: float,
+    requeue: Requeue | None,
+    outcomes: dict[uuid.UUID, MessageOutcome],
+) -> None:
+    """Back to the broker with a countdown when the wait is short; else to the database, where
+    the dispatcher picks them up (messages.deliver_after)."""
+    if requeue is not None and wait <= BROKER_COUNTDOWN_SECONDS:
+        delivery.defer_messages(connection, message_ids, None)
+        requeue(message_ids, wait)
+    else:
+        delivery.defer_messages(connection, message_ids, max(wait, 0.1))
+    metrics.SEND_RATE_DEFERRED.inc(len(message_ids))
+    for message_id in message_ids:
+        outcomes[message_id] = MessageOutcome(message_id, "deferred", f"{wait:.1f}s")
 
 
 def _send_rate(connection: Connection, tenant_id: uuid.UUID) -> float | None:

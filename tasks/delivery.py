@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,9 +56,19 @@ class SentMessage:
     provider_message_id: str | None
 
 
+# Called right before a message goes on the wire: sleeps until the message's send slot (a
+# tenant's send rate), and says False if the slot is gone (tasks/deliveries.py).
+SendGate = Callable[[], bool]
+
+
+class SlotMissed(Exception):
+    """The message's send slot passed before it could go: not sent, not committed anywhere."""
+
+
 class SmsProvider(Protocol):
-    def send(self, message: OutboundMessage) -> SentMessage:
-        """Hand the message over. Raise TransientError to retry, PermanentError to give up."""
+    def send(self, message: OutboundMessage, gate: SendGate | None = None) -> SentMessage:
+        """Hand the message over, passing `gate` just before the call. Raise TransientError to
+        retry, PermanentError to give up, SlotMissed when the gate closed."""
 
 
 class ProviderPins(Protocol):
@@ -84,7 +94,9 @@ class LoggingProvider:
 
     name = "log"
 
-    def send(self, message: OutboundMessage) -> SentMessage:
+    def send(self, message: OutboundMessage, gate: SendGate | None = None) -> SentMessage:
+        if gate is not None and not gate():
+            raise SlotMissed(str(message.id))
         log.info(
             "sms delivered (logging provider) message_id=%s tenant_id=%s length=%d",
             message.id,
@@ -143,11 +155,11 @@ class FailoverProvider:
         self.pins = pins
         self.breakers = {p.name: b for p, b in zip(providers, breakers, strict=True)}
 
-    def send(self, message: OutboundMessage) -> SentMessage:
+    def send(self, message: OutboundMessage, gate: SendGate | None = None) -> SentMessage:
         if not message.phone:
             raise PermanentError("contact has no phone number")
         if message.provider is not None:
-            return self._send_committed(message, message.provider)
+            return self._send_committed(message, message.provider, gate)
         committed: str | None = None
         unreached: list[str] = []
         for provider in self.providers:
@@ -160,7 +172,11 @@ class FailoverProvider:
                 raise TransientError("sms_provider_pin_lost: the message's provider changed")
             committed = provider.name
             try:
-                return self._attempt(provider, breaker, message)
+                return self._attempt(provider, breaker, message, gate)
+            except SlotMissed:
+                # Never sent: the commitment this attempt made goes again.
+                self.pins.pin(message.id, committed, None)
+                raise
             except TransientHttpError as exc:
                 if exc.request_sent:
                     raise  # it may have been accepted: committed to this provider from now on
@@ -177,7 +193,9 @@ class FailoverProvider:
         # Nothing reached any provider: a retry may start from the first again.
         raise TransientError(f"no SMS provider reachable: {'; '.join(unreached)}")
 
-    def _send_committed(self, message: OutboundMessage, name: str) -> SentMessage:
+    def _send_committed(
+        self, message: OutboundMessage, name: str, gate: SendGate | None
+    ) -> SentMessage:
         provider = next((p for p in self.providers if p.name == name), None)
         if provider is None:
             # It may have accepted the message; sending it anywhere else could text twice.
@@ -186,11 +204,17 @@ class FailoverProvider:
         if not breaker.allows():
             metrics.SMS_PROVIDER_ATTEMPTS.labels(name, "skipped_circuit_open").inc()
             raise TransientError(f"sms_provider_circuit_open: {name}")
-        return self._attempt(provider, breaker, message)
+        return self._attempt(provider, breaker, message, gate)
 
     def _attempt(
-        self, provider: HttpProvider, breaker: CircuitBreaker, message: OutboundMessage
+        self,
+        provider: HttpProvider,
+        breaker: CircuitBreaker,
+        message: OutboundMessage,
+        gate: SendGate | None,
     ) -> SentMessage:
+        if gate is not None and not gate():
+            raise SlotMissed(str(message.id))
         try:
             sent = provider.send(message)
         except TransientHttpError as exc:

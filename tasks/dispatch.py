@@ -49,9 +49,9 @@ def dispatch_due(self: JourneyTask) -> dict[str, int]:
         with transaction() as session:
             due = dispatch.claim_scheduled_steps(
                 session,
-                # A full batch of each tenant at most per claim, tenants in random order: each
-                # run serves every tenant with due rows, not the one with the oldest.
-                per_tenant=settings.batch_size,
+                # Half a claim of each tenant at most, tenants in random order: every tenant
+                # with due rows gets its share of each run, not only the one with the oldest.
+                per_tenant=max(settings.dispatch_batch_size // 2, 1),
                 limit=settings.dispatch_batch_size,
                 grace_seconds=settings.redispatch_grace_seconds,
             )
@@ -61,7 +61,7 @@ def dispatch_due(self: JourneyTask) -> dict[str, int]:
         publish(self.app, _batches(runnable, settings))
         counts["steps"] += len(runnable)
         counts["stalled"] += len(due) - len(runnable)
-        if len(due) < settings.dispatch_batch_size:
+        if not due:  # a short claim may only mean one tenant's share was used up
             break
     if quiet:
         for _ in range(settings.dispatch_max_batches):

@@ -71,23 +71,30 @@ class KombuProducer:
         *,
         args: Sequence[Any] = (),
         task_id: str | None = None,
+        queue: str = QUEUE_NAME,
     ) -> str:
         message = build_message(task, kwargs, args=args, task_id=task_id)
-        self.publish_message(message)
+        self.publish_message(message, queue=queue)
         return message.task_id
 
-    def publish_message(self, message: TaskMessage) -> None:
-        """Publish a built message; publishing the same one twice duplicates it exactly."""
+    def publish_message(self, message: TaskMessage, *, queue: str = QUEUE_NAME) -> None:
+        """Publish a built message; publishing the same one twice duplicates it exactly.
+        `queue` other than journeys stands for the worker's own messages (tests only)."""
+        declared = (
+            self.queue
+            if queue == QUEUE_NAME
+            else Queue(queue, exchange=Exchange(""), routing_key=queue, durable=True)
+        )
         self.producer.publish(
             json.dumps(message.body).encode("utf-8"),
             exchange="",
-            routing_key=QUEUE_NAME,
+            routing_key=queue,
             headers=message.headers,
             content_type="application/json",
             content_encoding="utf-8",
             correlation_id=message.task_id,
             delivery_mode=2,
-            declare=[self.queue],
+            declare=[declared],
             retry=True,
             retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.2},
         )

@@ -44,6 +44,11 @@ def create_app(
     transport_options: dict[str, object] = {}
     if settings.embedded_broker:
         transport_options.update(embedded_broker_options())
+    if settings.broker.startswith(("amqp", "amqps", "pyamqp")):
+        # Publisher confirms: a publish returns once RabbitMQ has the message, so one lost to a
+        # dropped connection fails (and is retried, or its step marked unpublished) instead of
+        # vanishing into a socket buffer and waiting for the late-step sweep.
+        transport_options["confirm_publish"] = True
     if settings.broker.startswith(("redis", "rediss")):
         # Node tasks are short and waits live in PostgreSQL, so an hour is far beyond any task;
         # the longest retry backoff (300 s by default) stays well under it.
