@@ -22,6 +22,7 @@ import cache
 import db.settings
 import envconfig
 import tasks.settings
+from api.settings import ApiSettings
 from cache.settings import CacheSettings, cache_settings, use_cache_settings
 from db.settings import DbSettings, db_settings, parse_database_url, use_db_settings
 from envconfig import ConfigError, Section
@@ -54,6 +55,7 @@ SECTIONS: tuple[type[Section], ...] = (
     MetricsSettings,
     LoggingSettings,
     BudgetSettings,
+    ApiSettings,
 )
 PASSWORD = "hunter2"
 
@@ -87,7 +89,7 @@ def fresh_process() -> Iterator[None]:
 
 
 def test_every_section_is_found() -> None:
-    assert len(NUMBERS) >= 25 and len(FLAGS) == 2
+    assert len(NUMBERS) >= 25 and len(FLAGS) == 3
 
 
 @pytest.mark.parametrize(("section", "field", "variable"), NUMBERS, ids=lambda v: str(v))
