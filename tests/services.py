@@ -54,3 +54,18 @@ def require(service: str) -> None:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def require_binary(name: str, install: str) -> str:
+    """The path of a program the tests need from Debian's packages (.ci/run installs it): fails
+    under CI=true when it is missing, skips loudly elsewhere."""
+    import shutil
+
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found:
+        return found
+    message = f"{name} is not installed; install it with: {install}"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"CI requires {name}: {message}", pytrace=False)
+    print(f"\n!!! SKIPPING: {message} !!!\n")
+    pytest.skip(f"!!! {message} !!!")
