@@ -26,7 +26,13 @@ from sqlalchemy import Engine, func, select, text
 
 from bench import probe
 from bench.ceiling import CEILING_STEP, ceiling_kwargs, successor
-from bench.naive import NAIVE_EXECUTE_NODE, NaiveStepRunner, naive_step_kwargs
+from bench.naive import (
+    NAIVE_EXECUTE_NODE,
+    NaiveStepRunner,
+    StepCommand,
+    StepOutcome,
+    naive_step_kwargs,
+)
 from bench.seed import BenchJourney, Walker
 from cache import JourneyCache, get_cache
 from db.engine import transaction
@@ -34,7 +40,7 @@ from db.instrumentation import StatementCounter, WireTrace
 from db.models import Contact, JourneyContact, JourneyNodeExecution, Message
 from db.step_store import step_store
 from tasks import names
-from tasks.engine import StepCommand, StepOutcome, StepRunner, execute_step_kwargs
+from tasks.engine import BatchCommand, StepEngine, StepRef, execute_node_kwargs
 from tasks.lookups import JourneyReader
 from tasks.settings import EngineSettings
 
@@ -144,11 +150,24 @@ StepFn = Callable[[StepCommand], StepOutcome]
 
 
 def optimized_step(settings: EngineSettings) -> StepFn:
-    """The execute_node task's body without the broker: StepRunner on the step store."""
+    """The execute_node task's body without the broker: the batch engine, one contact."""
 
     def step(cmd: StepCommand) -> StepOutcome:
         with step_store() as store:
-            return StepRunner(store, JourneyReader(get_cache()), settings).run(cmd)
+            batch = BatchCommand(
+                cmd.tenant_id, cmd.node_id, (StepRef(cmd.journey_contact_id, cmd.step),)
+            )
+            done = StepEngine(store, JourneyReader(get_cache()), settings).run(batch)
+        contact = done.contacts[0]
+        return StepOutcome(
+            contact.outcome,
+            contact.detail,
+            str(done.journey_id) if done.journey_id else None,
+            done.node_type,
+            contact.execution_status,
+            contact.contact_status,
+            done.followups,
+        )
 
     return step
 
@@ -203,6 +222,16 @@ def walk(
                             f.kwargs["step"],
                         )
                     )
+                elif f.task_name == names.EXECUTE_BATCH:
+                    following += [
+                        StepCommand(
+                            uuid.UUID(f.kwargs["tenant_id"]),
+                            uuid.UUID(jc),
+                            uuid.UUID(f.kwargs["node_id"]),
+                            step,
+                        )
+                        for jc, step in f.kwargs["journey_contacts"]
+                    ]
         frontier = following
     return records
 
@@ -684,7 +713,7 @@ class E2EResult:
 def first_steps(mode: str, journey: BenchJourney, jc_ids: Sequence[uuid.UUID]) -> list[dict]:
     steps = len(journey.node_ids)
     if mode == "optimized":
-        return [execute_step_kwargs(journey.tenant_id, jc, journey.entry, 0) for jc in jc_ids]
+        return [execute_node_kwargs(journey.tenant_id, jc, journey.entry, 0) for jc in jc_ids]
     if mode == "naive":
         return [naive_step_kwargs(journey.tenant_id, jc, journey.entry, 0) for jc in jc_ids]
     return [ceiling_kwargs(journey.tenant_id, jc, journey.entry, 0, steps) for jc in jc_ids]

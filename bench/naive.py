@@ -24,6 +24,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,13 +47,38 @@ from db.statuses import (
 from tasks import names
 from tasks.arguments import optional_step, uuid_arg
 from tasks.base import JourneyTask, publish
-from tasks.engine import Followup, StepCommand, StepOutcome
+from tasks.engine import Followup
 from tasks.errors import BadMessage, PermanentError, UnknownEntity
 from tasks.node_config import parse_node_config
 from tasks.nodes import ContactView, decide
 from tasks.settings import EngineSettings, engine_settings
 
 NAIVE_EXECUTE_NODE = "bench.naive_execute_node"
+
+
+@dataclass(frozen=True)
+class StepCommand:
+    """One contact's step, as the original per-contact engine took it."""
+
+    tenant_id: uuid.UUID
+    journey_contact_id: uuid.UUID
+    node_id: uuid.UUID
+    step: int | None = None
+
+
+@dataclass
+class StepOutcome:
+    """What one contact's step did (the original engine's shape, kept for the bench)."""
+
+    outcome: str  # executed | duplicate | held | finished | failed
+    detail: str = ""
+    journey_id: str | None = None
+    node_type: str | None = None
+    execution_status: str | None = None
+    contact_status: str | None = None
+    followups: list[Followup] = field(default_factory=list)
+
+
 RUNNABLE = (ContactStatus.ACTIVE.value, ContactStatus.WAITING.value)
 JNE = JourneyNodeExecution
 
@@ -164,7 +190,7 @@ class NaiveStepRunner:
             return self._fail_node(jc, node, execution, "loop_detected")
 
         view = ContactView(
-            id=str(contact.id),
+            id=contact.id,
             phone=contact.phone,
             email=contact.email,
             attributes=dict(contact.attributes or {}),
@@ -175,8 +201,8 @@ class NaiveStepRunner:
             decision = decide(
                 node.type,
                 config,
-                node_id=str(node.id),
-                next_node_id=str(node.next_node_id) if node.next_node_id else None,
+                node_id=node.id,
+                next_node_id=node.next_node_id,
                 contact=view,
                 db_now=now,
             )
@@ -228,7 +254,7 @@ class NaiveStepRunner:
             contact.updated_at = func.now()
 
         step = jc.step_seq + 1
-        next_node = uuid.UUID(decision.next_node_id) if decision.next_node_id else None
+        next_node = decision.next_node_id
         jc.step_seq = step
         jc.status_reason = decision.terminal_reason
         jc.redispatch_count = 0
