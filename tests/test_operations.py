@@ -670,6 +670,9 @@ def test_procfile_under_honcho_runs_a_journey_seen_by_flower(
         if "listen" in processes:
             wait_until(lambda: up("listening on channel"), timeout=30)
         pids = descendants(honcho.pid)
+        # Task events are off until someone watches: Flower turns them on at run time, and
+        # only the tasks that run after that are seen.
+        wait_until(lambda: up("enabled by remote"), timeout=30)
 
         enroll(redis_broker, journey, contacts)
         wait_until(lambda: finished(db, journey, len(contacts)), timeout=60)

@@ -123,6 +123,9 @@ def worker_env(
         REDIS_URL=REDIS_URL,
         CACHE_KEY_PREFIX=cache_prefix,
         DISPATCH_INTERVAL_SECONDS="0.5",
+        # Lost steps come back only once the lanes have been empty this long (30 s by
+        # default); the tests' own backlogs last a second or two.
+        REDISPATCH_QUIET_SECONDS="1",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
