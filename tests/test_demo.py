@@ -33,4 +33,10 @@ def test_demo_completes_every_journey_on_the_embedded_default(tmp_path: Path) ->
     # 30 welcome messages and 15 thank-yous, all handed to the (logging) provider.
     assert re.search(r"messages\s+45 sent=45", out), out
     assert re.search(r"node executions\s+120 in", out), out
+    # The step tasks' statements are counted (batches and single steps alike), never 0.
+    found = re.search(
+        r"statements\s+([\d.]+) per node execution .*\((\d+\.\d) per step task, (\d+) tasks\)", out
+    )
+    assert found, out
+    assert float(found.group(1)) > 0 and float(found.group(2)) > 0 and int(found.group(3)) >= 5, out
     assert (tmp_path / ".journey-worker" / "demo.db").exists()

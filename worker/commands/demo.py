@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,8 +124,15 @@ def progress(engine: Engine, demo: DemoJourney) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
+# Tasks run, by name: statements per batch need the number of batches.
+_task_runs: Counter[str] = Counter()
+_STEP_TASKS = (names.EXECUTE_NODE, names.EXECUTE_BATCH)
+
+
 def _scope_statements_by_task(sender: Any = None, **_: Any) -> None:
-    statement_scope.set(sender.name if sender is not None else "other")
+    name = sender.name if sender is not None else "other"
+    _task_runs[name] += 1
+    statement_scope.set(name)
 
 
 def _end_scope(**_: Any) -> None:
@@ -256,8 +264,9 @@ def _summary(
             ).all()
         )
     statuses = progress(engine, demo)
-    step_statements = counter.by_scope[names.EXECUTE_NODE]
-    step_commits = counter.commits_by_scope[names.EXECUTE_NODE]
+    step_statements = sum(counter.by_scope[name] for name in _STEP_TASKS)
+    step_commits = sum(counter.commits_by_scope[name] for name in _STEP_TASKS)
+    step_tasks = sum(_task_runs[name] for name in _STEP_TASKS)
     node_reads = counter.touching("journey_nodes")
     tenant_reads = counter.touching("tenants")
 
@@ -274,7 +283,9 @@ def _summary(
         + " ".join(f"{k.lower()}={v}" for k, v in sorted(messages.items())),
         f"  node executions     {executions} in {elapsed:.1f}s = {executions / elapsed:.0f}/s",
         f"  statements          {step_statements / max(executions, 1):.2f} per node execution "
-        f"+ {step_commits / max(executions, 1):.2f} commits; {counter.total} in all tasks",
+        f"+ {step_commits / max(executions, 1):.2f} commits "
+        f"({step_statements / max(step_tasks, 1):.1f} per step task, {step_tasks} tasks); "
+        f"{counter.total} in all tasks",
         f"  node/tenant reads   {node_reads} / {tenant_reads} statements "
         f"for {executions} executions",
         f"  cache hit ratio     node {ratio('node')}, tenant {ratio('tenant')} "
