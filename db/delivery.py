@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import (
     Connection,
@@ -32,7 +33,7 @@ from sqlalchemy.orm import Session, aliased
 
 from db.clock import db_now, seconds_from_now
 from db.dialects import dialect_insert
-from db.models import Contact, Conversation, Message
+from db.models import Contact, Conversation, Message, Timestamp
 from db.statuses import MessageStatus
 
 Bind = Session | Connection
@@ -62,6 +63,8 @@ class DeliveryResult:
     error: str | None = None
     provider: str | None = None
     provider_message_id: str | None = None
+    # When the worker handed the message to the provider (its clock); None: the write's time.
+    sent_at: datetime | None = None
 
 
 def _lease_free() -> object:
@@ -195,6 +198,7 @@ def finish_messages(bind: Bind, tenant_id: uuid.UUID, results: Sequence[Delivery
                 "b_conversation_id": r.conversation_id,
                 "b_provider": r.provider,
                 "b_provider_message_id": r.provider_message_id,
+                "b_sent_at": r.sent_at,
             }
             for r in results
             if (r.status == sent) is was_sent
@@ -215,7 +219,11 @@ def finish_messages(bind: Bind, tenant_id: uuid.UUID, results: Sequence[Delivery
                 provider=func.coalesce(bindparam("b_provider", type_=Text()), Message.provider),
                 provider_message_id=case((~taken, provider_message_id), else_=None),
                 attempts=Message.attempts + 1,
-                sent_at=db_now() if was_sent else None,
+                sent_at=(
+                    func.coalesce(bindparam("b_sent_at", type_=Timestamp), db_now())
+                    if was_sent
+                    else None
+                ),
                 delivery_lease_until=None,
                 updated_at=db_now(),
             )

