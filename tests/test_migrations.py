@@ -441,6 +441,26 @@ def test_a_database_at_an_unknown_revision_is_refused(
         assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("repair", [False, True], ids=["verify", "repair"])
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_verify_indexes_on_a_database_never_migrated_says_run_upgrade(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, repair: bool
+) -> None:
+    url = (
+        request.getfixturevalue("empty_pg_url")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'never-migrated.db'}"
+    )
+    result = run_cli(url, "db", "verify-indexes", *(["--repair"] if repair else []))
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr.strip() == (
+        "journey-worker: empty database (never migrated): run `journey-worker db upgrade`, "
+        f"which builds the indexes too (head is {head_revision()})"
+    )
+    assert "--repair" not in result.output and "cannot connect" not in result.output
+
+
 def test_cli_upgrade_and_current(empty_pg_url: str) -> None:
     assert run_cli(empty_pg_url, "db", "current").stdout.startswith("none")
     result = run_cli(empty_pg_url, "db", "upgrade")

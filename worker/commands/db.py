@@ -124,6 +124,12 @@ def verify_indexes(repair: bool) -> None:
     from db.verify import inspect_indexes, repair_indexes
 
     engine = get_engine()
+    if migrate.current_revision(engine) is None:
+        # No tables to index: --repair would fail on them, and upgrade builds the indexes too.
+        raise migrate.MigrationError(
+            "empty database (never migrated): run `journey-worker db upgrade`, which builds the "
+            f"indexes too (head is {migrate.head_revision()})"
+        )
     if repair:
         _show_progress()
         repair_indexes(engine)
