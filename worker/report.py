@@ -1,4 +1,4 @@
-"""`journey-worker report`: the seed's "Monitoring Recommendations" as one command.
+"""`journey-worker report`: the monitoring report, every operator check in one command.
 
 Sections (the keys of the JSON form): statements (pg_stat_statements), indexes (the twelve, from
 pg_stat_user_indexes), connections, cache, queue, journey_contacts, failures. Every section is
@@ -474,7 +474,7 @@ def render_text(report: Mapping[str, Any]) -> str:
     out = [f"journey-worker report, {report['generated_at']}"]
     titles = {
         "statements": f"Slowest statements (pg_stat_statements, top {TOP} by mean time)",
-        "indexes": "Index usage, the seed's twelve (pg_stat_user_indexes)",
+        "indexes": "Index usage, the twelve performance indexes (pg_stat_user_indexes)",
         "connections": "Connections",
         "cache": "Cache",
         "queue": f"Queue {DEFAULT_QUEUE}",
