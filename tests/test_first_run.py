@@ -170,3 +170,26 @@ def test_honcho_start_keeps_procfile_all_running(
     output = run_honcho("Procfile.all", env, tmp_path / "honcho.log", (api_port, flower_port))
     for process in PROCFILES["Procfile.all"]:
         assert re.search(rf"{process}\.1\s+\| ", output), output[-4000:]
+
+
+# --- CI runs what the README says -------------------------------------------------------------
+
+
+def readme_commands() -> list[str]:
+    """The README's two commands: the first sh block after each of its first two paragraphs that
+    introduce one (the demo, then the tests)."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
+    return [block.strip() for block in blocks[:2]]
+
+
+def test_ci_runs_exactly_the_readmes_test_command() -> None:
+    demo, tests = readme_commands()
+    assert demo.endswith("journey-worker demo"), demo
+    assert "pytest" in tests, tests
+    ci = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    # The last thing CI does, as written in the README.
+    assert ci[-1] == tests
