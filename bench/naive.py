@@ -13,7 +13,7 @@ What the seed describes, written as someone would have written it with the SQLAl
   journey contact, flushed at commit.
 
 It makes the same decisions (the product's pure node handlers) and leaves the same rows as
-tasks.engine.StepRunner: execution rows, messages, attributes, the next step, step_seq and due_at,
+tasks.engine.StepEngine: execution rows, messages, attributes, the next step, step_seq and due_at,
 so the comparison is of the data access only. Nothing here is slowed on purpose. Webhook nodes
 are out of scope (the bench journey has none).
 """

@@ -136,19 +136,6 @@ def autocommit_connection() -> Iterator[Connection]:
 
 
 @contextmanager
-def locking_transaction() -> Iterator[Connection]:
-    """One transaction on a connection, for work that must not run twice at once: row locks
-    (FOR UPDATE) on PostgreSQL; on SQLite, which ignores them, BEGIN IMMEDIATE, which takes the
-    database's write lock before the first read."""
-    engine = get_engine()
-    with (
-        engine.connect().execution_options(sqlite_begin="IMMEDIATE") as connection,
-        connection.begin(),
-    ):
-        yield connection
-
-
-@contextmanager
 def transaction() -> Iterator[Session]:
     """One session and one transaction: commit on success, roll back on any error."""
     get_engine()

@@ -1,4 +1,4 @@
-"""The seed's twelve performance indexes, in snake_case: one definition for migration and check."""
+"""The twelve performance indexes, in snake_case: one definition for migration and check."""
 
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ class StatementCounter:
         self.total = 0
         self.by_kind: Counter[str] = Counter()
         # The statement's own table: the first after FROM, INTO or UPDATE. A join does not count,
-        # so the step's locking read (FROM journey_contacts JOIN tenants) is not a tenant read.
+        # so the step's read (FROM journey_contacts, joined with journeys and tenants) is not a
+        # tenant read.
         self.by_table: Counter[str] = Counter()
         self.by_scope: Counter[str] = Counter()
         self.commits_by_scope: Counter[str] = Counter()

@@ -256,7 +256,7 @@ def _set(connection: Connection, **settings: str) -> None:
 def build_performance_indexes(
     connection: Connection, specs: tuple[IndexSpec, ...] = PERFORMANCE_INDEXES
 ) -> None:
-    """Create the seed's indexes that are missing; on PostgreSQL concurrently, repairing leftovers.
+    """Create the missing performance indexes; on PostgreSQL concurrently, repairing leftovers.
 
     On PostgreSQL the connection must be in autocommit mode (CREATE INDEX CONCURRENTLY refuses a
     transaction block). An index of the same name left INVALID by a failed concurrent build would
@@ -282,7 +282,7 @@ def build_performance_indexes(
 def drop_performance_indexes(
     connection: Connection, specs: tuple[IndexSpec, ...] = PERFORMANCE_INDEXES
 ) -> None:
-    """The seed's rollback plan: drop exactly these indexes (concurrently on PostgreSQL)."""
+    """The rollback plan: drop exactly these indexes (concurrently on PostgreSQL)."""
     concurrently = connection.dialect.name == "postgresql"
     if not concurrently:
         for spec in specs:

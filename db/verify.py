@@ -1,4 +1,4 @@
-"""Check that the seed's twelve indexes exist, are valid, and are what db/indexes.py says.
+"""Check that the twelve performance indexes exist, are valid, and are what db/indexes.py says.
 
 PostgreSQL renders an index definition in its own canonical way (casts, parentheses, schema,
 `USING btree`), so instead of normalising text by hand this module asks PostgreSQL to render the

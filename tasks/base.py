@@ -1,5 +1,6 @@
-"""The one task base class: late acks, an explicit retry policy, one transaction per task,
-publishing only after commit, and failures recorded where an operator will see them."""
+"""The one task base class: late acks, an explicit retry policy, publishing only after the task's
+writes committed (tasks/engine.py returns followups for that), and failures recorded where an
+operator will see them."""
 
 from __future__ import annotations
 

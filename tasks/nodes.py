@@ -1,7 +1,8 @@
 """Node handlers: plain functions from (config, contact, clock) to a decision, no I/O.
 
-The engine applies the decision in the node's transaction; webhooks are the one node with an
-outside effect, which the handler describes and the engine performs.
+The engine applies a batch's decisions in its one claim-and-write statement (db/step_store.py);
+webhooks are the one node with an outside effect, which the handler describes and the engine
+performs, alone in its task.
 """
 
 from __future__ import annotations

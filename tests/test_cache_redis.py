@@ -24,6 +24,7 @@ import redis
 from cache import CacheSettings, JourneyCache, make_redis
 from cache.journey_cache import STATS_TTL_SECONDS
 from tests.cache_helpers import CommandCounter, FakeClock
+from tests.threads import threads
 
 T1, T2 = "7f1c0f0e-0000-4000-8000-00000000000a", "7f1c0f0e-0000-4000-8000-00000000000b"
 J1 = "1d9a4a8e-0000-4000-8000-000000000001"
@@ -245,14 +246,15 @@ def test_concurrent_readers_and_writers_never_serve_an_invalidated_version(
                 with lock:
                     refused += 1
 
-    threads = [threading.Thread(target=writer)]
-    threads += [threading.Thread(target=reader, args=(seed,)) for seed in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.5)
-    stop.set()
-    for thread in threads:
-        thread.join(10)
+    with threads(timeout=10) as pool:
+        pool.start(writer)
+        for seed in range(4):
+            pool.start(reader, seed)
+        try:
+            # A soak, not an interleaving: random pauses race readers and the writer a while.
+            time.sleep(1.5)
+        finally:
+            stop.set()
 
     stats = jc.stats()["node"]
     assert violations == []

@@ -5,8 +5,9 @@ between dispatchers) take `pg_engine`; everything else takes `store_engine` and 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from db import dispatch, enrollment, holds
+from db import engine as db_engine
 from db.clock import as_utc, seconds_from_now
 from db.engine import transaction
 from db.instrumentation import StatementCounter
@@ -30,6 +32,7 @@ from db.models import (
     Tenant,
 )
 from db.postgres_step_store import PostgresStepStore
+from db.settings import DbSettings
 from tasks import names
 from tasks.errors import UnknownEntity
 from tasks.settings import EngineSettings
@@ -49,6 +52,8 @@ from tests.factories import (
     make_journey_contact,
     make_tenant,
 )
+from tests.locks import wait_for_lock_waiter
+from tests.threads import run_in_threads
 
 SIMPLE = [
     ("hello", "send_sms", {"body": "Hi {{first_name}}"}, "check"),
@@ -108,28 +113,6 @@ def both_read_before_either_writes(engine: Engine, parties: int) -> Iterator[Non
         yield
     finally:
         PostgresStepStore.load = real_load  # type: ignore[method-assign]
-
-
-def run_in_threads(*work: Callable[[], Any]) -> list[Any]:
-    """Run each callable in its own thread; an exception in any fails the test."""
-    results: list[Any] = [None] * len(work)
-    errors: list[BaseException] = []
-
-    def runner(index: int) -> None:
-        try:
-            results[index] = work[index]()
-        except BaseException as exc:  # re-raised below, in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=runner, args=(i,)) for i in range(len(work))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-        assert not thread.is_alive(), "a worker thread hung"
-    if errors:
-        raise errors[0]
-    return results
 
 
 # --- one contact --------------------------------------------------------------------------
@@ -726,14 +709,35 @@ def test_two_workers_with_the_same_webhook_step_call_it_once(store_engine) -> No
     def second_worker_while_the_first_calls() -> Any:
         assert in_call.wait(20)
         # The first worker is inside the call: the second must not call, whatever it waits on.
-        timer = threading.Timer(0.5, release.set)
-        timer.start()
         return run_step(tenant_id, jc, fixture.nodes["hook"], 0, http=held_http)
 
-    outcomes = run_in_threads(
-        lambda: run_step(tenant_id, jc, fixture.nodes["hook"], 0, http=held_http),
-        second_worker_while_the_first_calls,
+    def release_once_the_second_waits() -> None:
+        assert in_call.wait(20)
+        if is_postgresql(store_engine):
+            # The interleaving, forced: the second is blocked on the step's lock right now.
+            wait_for_lock_waiter(store_engine)
+        else:
+            # SQLite's busy wait on BEGIN IMMEDIATE cannot be seen from outside: give it time.
+            time.sleep(0.5)
+        release.set()
+
+    # Two workers, as two prefork children would be: each with a pool of its own size (a webhook
+    # step holds two connections), or the second would wait on the pool, never on the lock.
+    engine = db_engine.build_engine(
+        DbSettings(url=store_engine.url, pool_size=4, max_overflow=0)
+        if is_postgresql(store_engine)
+        else DbSettings(url=store_engine.url)
     )
+    db_engine.use_engine(engine)
+    try:
+        outcomes = run_in_threads(
+            lambda: run_step(tenant_id, jc, fixture.nodes["hook"], 0, http=held_http),
+            second_worker_while_the_first_calls,
+            release_once_the_second_waits,
+        )[:2]
+    finally:
+        db_engine.use_engine(store_engine)
+        engine.dispose()
     assert sorted(o.outcome for o in outcomes) == ["duplicate", "executed"]
     assert calls == [f"{jc}:0"]
     assert row_counts(store_engine, jc)["executions"] == 1

@@ -7,7 +7,6 @@ real too: the listener's backend is terminated with pg_terminate_backend.
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from cache import CacheSettings, JourneyCache
 from db.migrate import INVALIDATION_CHANNEL
 from db.settings import parse_database_url
 from tests.factories import JourneyFixture, make_journey, make_tenant
+from tests.threads import run_in_threads, threads
 from tests.worker_process import ROOT, wait_until
 from worker.listen import (
     APPLICATION_NAME,
@@ -76,15 +76,14 @@ def conninfo(pg_url: str) -> str:
 @contextmanager
 def running(listener: Listener) -> Iterator[Listener]:
     stop = threading.Event()
-    thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        assert listener.listening.wait(10), "the listener did not start listening"
-        yield listener
-    finally:
-        stop.set()
-        thread.join(10)
-        assert not thread.is_alive(), "the listener did not stop within 10 s"
+    # Whatever the listener raises fails the test; so does a listener that does not stop.
+    with threads(timeout=10) as pool:
+        pool.start(listener.run, stop)
+        try:
+            assert listener.listening.wait(10), "the listener did not start listening"
+            yield listener
+        finally:
+            stop.set()
 
 
 def fast_listener(pg_url: str, jc: JourneyCache, **options: Any) -> Listener:
@@ -335,24 +334,35 @@ def test_changes_made_while_disconnected_are_invalidated_on_reconnect(
         assert listener.stats.resyncs == 2
 
 
+class RecordingStop(threading.Event):
+    """The listener's stop event, whose waits (its backoff) return at once and are recorded;
+    set after `waits` of them, so the test runs exactly that many attempts, on no clock."""
+
+    def __init__(self, waits: int) -> None:
+        super().__init__()
+        self.waits = waits
+        self.delays: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.delays.append(timeout if timeout is not None else -1.0)
+        if len(self.delays) >= self.waits:
+            self.set()
+        return self.is_set()
+
+
 def test_it_keeps_retrying_while_the_database_is_unreachable(jc: JourneyCache) -> None:
-    attempts: list[float] = []
+    attempts = 0
 
     def refuse(info: str) -> psycopg.Connection[Any]:
-        attempts.append(time.monotonic())
+        nonlocal attempts
+        attempts += 1
         raise psycopg.OperationalError("connection refused (simulated)")
 
     listener = Listener("", cache=jc, connect=refuse, backoff_initial=0.05, backoff_max=0.2)
-    stop = threading.Event()
-    thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
-    thread.start()
-    time.sleep(1.2)
-    stop.set()
-    thread.join(5)
-    assert not thread.is_alive()
-    gaps = [b - a for a, b in itertools.pairwise(attempts)]
-    assert len(attempts) >= 5
-    assert gaps[0] < 0.15 and max(gaps) < 0.4, gaps  # doubling from 0.05, capped at 0.2
+    stop = RecordingStop(waits=6)
+    run_in_threads(lambda: listener.run(stop), timeout=10)
+    assert attempts == 6
+    assert stop.delays == [0.05, 0.1, 0.2, 0.2, 0.2, 0.2]  # doubling from 0.05, capped at 0.2
 
 
 class FlakyCache:

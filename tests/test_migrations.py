@@ -4,7 +4,6 @@ index verification, the migration lock, refusing a newer database, and the NOTIF
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,8 @@ from db.migrate import (
 from db.models import Base
 from db.settings import DbSettings, parse_database_url
 from db.verify import IndexState, inspect_indexes, repair_indexes, verify_indexes
+from tests.locks import wait_for_lock_waiter
+from tests.threads import threads
 from worker.cli import main
 from worker.settings import use_settings
 
@@ -441,6 +442,26 @@ def test_a_database_at_an_unknown_revision_is_refused(
         assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("repair", [False, True], ids=["verify", "repair"])
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_verify_indexes_on_a_database_never_migrated_says_run_upgrade(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, repair: bool
+) -> None:
+    url = (
+        request.getfixturevalue("empty_pg_url")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'never-migrated.db'}"
+    )
+    result = run_cli(url, "db", "verify-indexes", *(["--repair"] if repair else []))
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr.strip() == (
+        "journey-worker: empty database (never migrated): run `journey-worker db upgrade`, "
+        f"which builds the indexes too (head is {head_revision()})"
+    )
+    assert "--repair" not in result.output and "cannot connect" not in result.output
+
+
 def test_cli_upgrade_and_current(empty_pg_url: str) -> None:
     assert run_cli(empty_pg_url, "db", "current").stdout.startswith("none")
     result = run_cli(empty_pg_url, "db", "upgrade")
@@ -493,16 +514,18 @@ def test_a_second_upgrade_runs_after_the_first_releases_the_lock(
     empty_pg_url: str, engine_for: list[Engine]
 ) -> None:
     engine = make_engine(empty_pg_url, engine_for)
-    with pg_connect(empty_pg_url) as holder:
+    with pg_connect(empty_pg_url) as holder, threads() as pool:
         holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-        release = threading.Timer(
-            1.0, lambda: holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
-        )
-        release.start()
-        started = time.monotonic()
+
+        def release_once_the_upgrade_waits() -> None:
+            # The interleaving, forced: the upgrade is blocked on the lock, not running alongside.
+            wait_for_lock_waiter(engine)
+            revisions = holder.execute("SELECT to_regclass('alembic_version')").fetchone()
+            assert revisions == (None,), "the upgrade ran without the lock"
+            holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+
+        pool.start(release_once_the_upgrade_waits)
         upgrade(engine, lock_wait_seconds=20)
-        release.join()
-    assert time.monotonic() - started >= 0.9  # it waited for the holder, it did not run alongside
     assert is_at_head(engine)
 
     with engine.connect() as conn:

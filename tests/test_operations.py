@@ -1,5 +1,5 @@
 """Operations: the connection budget, JSON logs, Prometheus metrics under prefork, and the
-Procfile run by honcho with beat, the invalidation listener and Flower."""
+Procfile.all run by honcho with beat, the invalidation listener and Flower."""
 
 from __future__ import annotations
 
@@ -570,7 +570,7 @@ def test_metrics_port_in_use_refuses_to_start(pg_url: str) -> None:
     assert f"METRICS_PORT: cannot listen on 127.0.0.1:{port}" in output
 
 
-# --- the Procfile under honcho, with Flower ---------------------------------------------------
+# --- Procfile.all under honcho, with Flower -----------------------------------------------------
 
 
 def descendants(pid: int) -> set[int]:
@@ -637,7 +637,10 @@ def test_procfile_under_honcho_runs_a_journey_seen_by_flower(
     log_path = tmp_path / "honcho.log"
     with log_path.open("w") as handle:
         honcho = subprocess.Popen(
-            [str(VENV_BIN / "honcho"), "--env", str(empty_env_file), "start", *processes],
+            [
+                *(str(VENV_BIN / "honcho"), "--env", str(empty_env_file)),
+                *("-f", str(ROOT / "Procfile.all"), "start", *processes),
+            ],
             cwd=ROOT,
             env=env,
             stdout=handle,

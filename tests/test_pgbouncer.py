@@ -8,19 +8,21 @@ server connection, which a session lock and its separate unlock could."""
 
 from __future__ import annotations
 
+import functools
 import threading
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 
 from db import engine as db_engine
 from db.settings import DbSettings, parse_database_url
 from tasks.http import HttpResponse
 from tests.engine_harness import row_counts, run_batch, run_step
 from tests.factories import make_contacts, make_journey, make_journey_contact, make_tenant
+from tests.locks import advisory_locks, wait_for_lock_waiter
 from tests.pgbouncer import pgbouncer
+from tests.threads import run_in_threads, threads
 
 
 @pytest.fixture
@@ -40,16 +42,6 @@ def bounced(pg_url: str) -> Iterator[tuple[Engine, Engine]]:
             direct.dispose()
 
 
-def advisory_locks(direct: Engine) -> int:
-    with direct.connect() as conn:
-        return conn.execute(
-            text(
-                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                "WHERE l.locktype = 'advisory' AND d.datname = current_database()"
-            )
-        ).scalar_one()
-
-
 WEBHOOK = [("hook", "webhook", {"url": "https://hooks.example.test/x"}, None)]
 
 
@@ -66,22 +58,14 @@ def test_webhook_steps_through_transaction_pooling_leave_no_lock_behind(bounced)
             calls.append(idempotency_key)
         return HttpResponse(200, "{}")
 
-    errors: list[BaseException] = []
-
-    def run(jc: uuid.UUID) -> None:
-        try:
-            run_step(tenant, jc, journey.nodes["hook"], 0, http=http)
-        except BaseException as exc:  # re-raised in the test's thread below
-            errors.append(exc)
-
     # Twelve webhook steps at once over two server connections: their transactions interleave
     # on whatever connection PgBouncer hands them.
-    threads = [threading.Thread(target=run, args=(jc,)) for jc in jcs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
+    run_in_threads(
+        *(
+            functools.partial(run_step, tenant, jc, journey.nodes["hook"], 0, http=http)
+            for jc in jcs
+        )
+    )
     assert sorted(calls) == sorted(f"{jc}:0" for jc in jcs)
     assert {row_counts(direct, jc)["status"] for jc in jcs} == {"COMPLETED"}
     assert advisory_locks(direct) == 0
@@ -101,26 +85,20 @@ def test_a_duplicate_behind_transaction_pooling_waits_and_never_calls(bounced) -
         assert release.wait(20), "the test never released the webhook"
         return HttpResponse(200, "{}")
 
-    outcomes: list[str] = []
-    errors: list[BaseException] = []
+    def release_once_the_duplicate_waits() -> None:
+        wait_for_lock_waiter(direct)
+        release.set()
 
-    def first() -> None:
-        try:
-            outcomes.append(run_step(tenant, jc, journey.nodes["hook"], 0, http=held_http).outcome)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    assert in_call.wait(20)
-    # The first holds the lock inside its transaction, on one server connection: the duplicate
-    # waits on another, then finds the step taken.
-    assert advisory_locks(direct) == 1
-    threading.Timer(0.5, release.set).start()
-    outcomes.append(run_step(tenant, jc, journey.nodes["hook"], 0, http=held_http).outcome)
-    thread.join(30)
-    assert not errors, errors
-    assert sorted(outcomes) == ["duplicate", "executed"]
+    with threads() as pool:
+        first = pool.start(run_step, tenant, jc, journey.nodes["hook"], 0, http=held_http)
+        assert in_call.wait(20)
+        # The first holds the lock inside its transaction, on one server connection: the
+        # duplicate waits on another (seen waiting before the first goes on), then finds the
+        # step taken.
+        assert advisory_locks(direct) == 1
+        pool.start(release_once_the_duplicate_waits)
+        duplicate = run_step(tenant, jc, journey.nodes["hook"], 0, http=held_http)
+    assert (first.result.outcome, duplicate.outcome) == ("executed", "duplicate")
     assert calls == [f"{jc}:0"]
     assert advisory_locks(direct) == 0
 

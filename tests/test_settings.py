@@ -268,6 +268,19 @@ def test_broker_falls_back_to_redis_url_then_the_embedded_broker() -> None:
         WorkerSettings.from_env({"REDIS_URL": "http://cache"})
 
 
+def test_the_embedded_broker_keeps_everything_under_journey_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = create_app(WorkerSettings.from_env({}), EngineSettings.from_env({}))
+    # Publishing declares the queue and binds it: the filesystem transport writes its exchange
+    # table into its control folder then.
+    app.send_task(names.DISPATCH_DUE)
+    app.pool.force_close_all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".journey-worker"]
+    assert list((tmp_path / ".journey-worker" / "broker" / "control").glob("*.exchange"))
+
+
 def test_time_limit_must_exceed_the_soft_limit() -> None:
     env = {"TASK_SOFT_TIME_LIMIT_SECONDS": "20", "TASK_TIME_LIMIT_SECONDS": "20"}
     with pytest.raises(ConfigError) as raised:

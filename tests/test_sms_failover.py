@@ -22,6 +22,7 @@ from tasks.settings import EngineSettings, use_engine_settings
 from tests.factories import JourneyFixture, make_contacts, make_journey, make_tenant
 from tests.http_stub import HttpStub, Reply, closed_port_url, http_stub
 from tests.test_http_delivery import message, queue_message
+from tests.threads import threads
 
 SMS = [("hello", "send_sms", {"body": "Hi {{first_name}}"}, None)]
 
@@ -296,20 +297,14 @@ def test_two_workers_delivering_one_message_call_the_provider_once(
     kwargs = queued(journey, pg_engine, 0)
     gate = threading.Event()
     healthy.script(Reply(200, body={"id": "SM-1"}, gate=gate), then=200)
-    outcomes: list[Any] = []
-
-    def run() -> None:
-        outcomes.append(deliver_message.run(**kwargs))
-
-    first = threading.Thread(target=run)
-    first.start()
-    healthy.wait_for_requests(1)  # the first worker is inside the provider call
-    # The second holds the same message meanwhile: the first's lease turns it away at once.
-    second = deliver_message.run(**kwargs)
+    with threads() as pool:
+        first = pool.start(deliver_message.run, **kwargs)
+        healthy.wait_for_requests(1)  # the first worker is inside the provider call
+        # The second holds the same message meanwhile: the first's lease turns it away at once.
+        second = deliver_message.run(**kwargs)
+        gate.set()
     assert second == {"outcome": "duplicate", "status": "QUEUED"}
-    gate.set()
-    first.join(10)
-    assert outcomes == [{"outcome": "sent"}]
+    assert first.result == {"outcome": "sent"}
     assert len(healthy.requests) == 1
     row = message(pg_engine, kwargs["message_id"])
     assert (row.status, row.provider_message_id, row.attempts) == ("SENT", "SM-1", 1)

@@ -1,6 +1,6 @@
 """`journey-worker health`: is this deployment able to work? One line per check, fast.
 
-Checks: database reachable, migrated to this code's head, the seed's twelve indexes verified,
+Checks: database reachable, migrated to this code's head, the twelve performance indexes verified,
 the cache's Redis answering PING, the broker accepting a connection. Three independent chains
 (database -> migrations -> indexes, cache, broker) run in parallel daemon threads under one
 deadline, so a probe finishes in bounded time even when a host black-holes packets; a check

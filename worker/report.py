@@ -1,4 +1,4 @@
-"""`journey-worker report`: the seed's "Monitoring Recommendations" as one command.
+"""`journey-worker report`: the monitoring report, every operator check in one command.
 
 Sections (the keys of the JSON form): statements (pg_stat_statements), indexes (the twelve, from
 pg_stat_user_indexes), connections, cache, queue, journey_contacts, failures. Every section is
@@ -10,19 +10,20 @@ section runs in its own transaction, rolled back, under a statement timeout.
 from __future__ import annotations
 
 import functools
+import io
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
-from sqlalchemy.sql.elements import ColumnElement
+from rich import box
+from rich.console import Console
+from rich.padding import Padding
+from rich.table import Table
+from sqlalchemy import Connection, Engine, text
 
-from db.clock import seconds_from_now
-from db.indexes import PERFORMANCE_INDEXES
-from db.models import JourneyContact, TaskFailure
-from db.statuses import ContactStatus
+from db import monitoring
+from db.monitoring import TOP, Section, Unavailable
 from tasks.names import BULK_QUEUE, DEFAULT_QUEUE
 from worker.health import reason, redacted
 
@@ -35,21 +36,9 @@ SECTIONS = (
     "journey_contacts",
     "failures",
 )
-TOP = 10
-STATEMENT_TIMEOUT = "15s"
 # kombu's Redis transport keeps priority n != 0 messages in "<queue>\x06\x16<n>" lists.
 REDIS_PRIORITY_SEPARATOR = "\x06\x16"
 REDIS_PRIORITY_STEPS = (3, 6, 9)
-ENABLE_PG_STAT_STATEMENTS = (
-    "add shared_preload_libraries = 'pg_stat_statements' to postgresql.conf, restart "
-    "PostgreSQL, then run CREATE EXTENSION pg_stat_statements in this database"
-)
-
-Section = dict[str, Any]
-
-
-class Unavailable(Exception):
-    """A section that cannot be collected here; the message says why (and how to fix it)."""
 
 
 # Collection.
@@ -73,11 +62,11 @@ def collect(
         except Exception as exc:
             db_problem = f"database unreachable: {reason(exc)}"
     database_sections: dict[str, Callable[[Connection], Section]] = {
-        "statements": _statements,
-        "indexes": _indexes,
-        "connections": _connections,
-        "journey_contacts": _journey_contacts,
-        "failures": _failures,
+        "statements": monitoring.slowest_statements,
+        "indexes": monitoring.index_usage,
+        "connections": monitoring.connections,
+        "journey_contacts": monitoring.journey_contacts,
+        "failures": monitoring.task_failures,
     }
     for name in SECTIONS:
         if name in database_sections:
@@ -101,217 +90,9 @@ def _guarded(build: Callable[[], Section]) -> Section:
         return {"unavailable": reason(exc)}
 
 
-@contextmanager
-def _reading(engine: Engine) -> Iterator[Connection]:
-    with engine.connect() as connection:
-        try:
-            if connection.dialect.name == "postgresql":
-                # LOCAL: ends with the transaction, which is always rolled back below.
-                connection.execute(text(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'"))
-            yield connection
-        finally:
-            connection.rollback()
-
-
 def _in_db(engine: Engine, section: Callable[[Connection], Section]) -> Section:
-    with _reading(engine) as connection:
+    with monitoring.reading(engine) as connection:
         return section(connection)
-
-
-def _postgresql_only(connection: Connection) -> None:
-    if connection.dialect.name != "postgresql":
-        raise Unavailable(f"PostgreSQL only (database is {connection.dialect.name})")
-
-
-def _statements(connection: Connection) -> Section:
-    _postgresql_only(connection)
-    preload = connection.execute(text("SHOW shared_preload_libraries")).scalar_one()
-    schema = connection.execute(
-        text(
-            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-            "WHERE e.extname = 'pg_stat_statements'"
-        )
-    ).scalar()
-    if "pg_stat_statements" not in preload:
-        raise Unavailable(f"pg_stat_statements is not loaded: {ENABLE_PG_STAT_STATEMENTS}")
-    if schema is None:
-        raise Unavailable(
-            "pg_stat_statements is loaded but not created here: "
-            "run CREATE EXTENSION pg_stat_statements in this database"
-        )
-    rows = connection.execute(
-        text(
-            f'SELECT query, calls, mean_exec_time, total_exec_time, rows FROM "{schema}".'
-            "pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
-            "WHERE datname = current_database()) ORDER BY mean_exec_time DESC LIMIT :top"
-        ),
-        {"top": TOP},
-    ).all()
-    return {
-        "rows": [
-            {
-                "query": " ".join((row.query or "").split()),
-                "calls": int(row.calls),
-                "mean_ms": round(float(row.mean_exec_time), 3),
-                "total_ms": round(float(row.total_exec_time), 3),
-                "rows": int(row.rows),
-            }
-            for row in rows
-        ]
-    }
-
-
-def _indexes(connection: Connection) -> Section:
-    _postgresql_only(connection)
-    found = {
-        row.name: row
-        for row in connection.execute(
-            text(
-                "SELECT indexrelname AS name, relname AS table_name, idx_scan, idx_tup_read, "
-                "idx_tup_fetch, pg_relation_size(indexrelid) AS size_bytes "
-                "FROM pg_stat_user_indexes "
-                "WHERE schemaname = current_schema() AND indexrelname = ANY(:names)"
-            ),
-            {"names": [spec.name for spec in PERFORMANCE_INDEXES]},
-        )
-    }
-    # Counters count since the last reset: say since when, or idx_scan = 0 means little.
-    since = connection.execute(
-        text("SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()")
-    ).scalar()
-    rows = []
-    for spec in PERFORMANCE_INDEXES:
-        row = found.get(spec.name)
-        rows.append(
-            {
-                "name": spec.name,
-                "table": spec.table,
-                "present": row is not None,
-                "idx_scan": int(row.idx_scan) if row else None,
-                "idx_tup_read": int(row.idx_tup_read) if row else None,
-                "idx_tup_fetch": int(row.idx_tup_fetch) if row else None,
-                "size_bytes": int(row.size_bytes) if row else None,
-            }
-        )
-    return {"stats_since": since.isoformat() if since else None, "rows": rows}
-
-
-def _connections(connection: Connection) -> Section:
-    _postgresql_only(connection)
-    max_connections = int(connection.execute(text("SHOW max_connections")).scalar_one())
-    reserved = int(connection.execute(text("SHOW superuser_reserved_connections")).scalar_one())
-    # Client backends only: autovacuum, WAL writer and friends do not use up max_connections
-    # the way sessions do. A null state is another role's session we may not inspect.
-    client = "FROM pg_stat_activity WHERE backend_type = 'client backend'"
-    by_state = {
-        row[0]: int(row[1])
-        for row in connection.execute(
-            text(f"SELECT coalesce(state, 'unknown'), count(*) {client} GROUP BY 1 ORDER BY 2 DESC")
-        )
-    }
-    by_application = {
-        row[0]: int(row[1])
-        for row in connection.execute(
-            text(
-                "SELECT coalesce(nullif(application_name, ''), '(none)'), count(*) "
-                f"{client} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {TOP}"
-            )
-        )
-    }
-    this_database = connection.execute(
-        text(f"SELECT count(*) {client} AND datname = current_database()")
-    ).scalar_one()
-    return {
-        "in_use": sum(by_state.values()),
-        "max_connections": max_connections,
-        "superuser_reserved": reserved,
-        "this_database": int(this_database),
-        "by_state": by_state,
-        "by_application": by_application,
-    }
-
-
-def _prefix(column: ColumnElement[str], separator: str, dialect: str) -> ColumnElement[str]:
-    """The text before the first `separator` (all of it if there is none)."""
-    if dialect == "postgresql":
-        return func.split_part(column, separator, 1)
-    return func.substr(column, 1, func.instr(column + separator, separator) - 1)
-
-
-def _journey_contacts(connection: Connection) -> Section:
-    jc = JourneyContact.__table__
-    counted = dict.fromkeys((status.value for status in ContactStatus), 0)
-    for status, count in connection.execute(
-        select(jc.c.status, func.count()).group_by(jc.c.status)
-    ):
-        counted[status] = int(count)
-    # Reasons carry details ("invalid_node_config: ...", "node_not_found: <id>"): group by the
-    # kind before the colon, and show one full reason as an example.
-    kind = _prefix(jc.c.status_reason, ":", connection.dialect.name).label("reason")
-    failed = connection.execute(
-        select(kind, func.count().label("n"), func.min(jc.c.status_reason).label("example"))
-        .where(jc.c.status == ContactStatus.FAILED.value)
-        .group_by(kind)
-        .order_by(func.count().desc(), kind)
-        .limit(TOP)
-    ).all()
-    return {
-        "total": sum(counted.values()),
-        "by_status": counted,
-        "failed_reasons": [
-            {"reason": row.reason or "(none)", "count": int(row.n), "example": row.example}
-            for row in failed
-        ],
-    }
-
-
-def _failures(connection: Connection) -> Section:
-    tf = TaskFailure.__table__
-    recent = tf.c.created_at >= seconds_from_now(-86400)
-    first_line = func.substr(_prefix(tf.c.error, "\n", connection.dialect.name), 1, 200)
-    error = first_line.label("error")
-    rows = connection.execute(
-        select(
-            tf.c.task_name,
-            error,
-            func.count().label("n"),
-            func.max(tf.c.created_at).label("last_at"),
-        )
-        .where(recent)
-        .group_by(tf.c.task_name, error)
-        .order_by(func.count().desc(), tf.c.task_name)
-        .limit(TOP)
-    ).all()
-    total = connection.execute(select(func.count()).where(recent)).scalar_one()
-    by_task = {
-        row[0]: int(row[1])
-        for row in connection.execute(
-            select(tf.c.task_name, func.count())
-            .where(recent)
-            .group_by(tf.c.task_name)
-            .order_by(func.count().desc())
-        )
-    }
-    return {
-        "window_hours": 24,
-        "total": int(total),
-        "by_task": by_task,
-        "top": [
-            {
-                "task": row.task_name,
-                "error": row.error,
-                "count": int(row.n),
-                "last_at": _iso(row.last_at),
-            }
-            for row in rows
-        ],
-    }
-
-
-def _iso(value: Any) -> str | None:
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
-    return str(value) if value else None
 
 
 def _cache(env: Mapping[str, str]) -> Section:
@@ -410,32 +191,70 @@ def _queue_depth(url: str) -> Section:
     raise Unavailable(f"n/a for a {scheme} broker")
 
 
-# Rendering.
+# Rendering: rich tables, as plain text (no colour, no markup: values may hold brackets).
+
+Renderable = str | Table
+
+
+def render_text(report: Mapping[str, Any], width: int = 200) -> str:
+    console = Console(
+        file=io.StringIO(),
+        width=width,
+        color_system=None,
+        markup=False,
+        highlight=False,
+        emoji=False,
+    )
+    titles = {
+        "statements": f"Slowest statements (pg_stat_statements, top {TOP} by mean time)",
+        "indexes": "Index usage, the twelve performance indexes (pg_stat_user_indexes)",
+        "connections": "Connections",
+        "cache": "Cache",
+        "queue": f"Queue {DEFAULT_QUEUE}",
+        "journey_contacts": "Journey contacts by status",
+        "failures": f"Task failures, last 24 h (top {TOP})",
+    }
+    renderers: dict[str, Callable[[Section], list[Renderable]]] = {
+        "statements": _render_statements,
+        "indexes": _render_indexes,
+        "connections": _render_connections,
+        "cache": _render_cache,
+        "queue": _render_queue,
+        "journey_contacts": _render_journey_contacts,
+        "failures": _render_failures,
+    }
+    console.print(f"journey-worker report, {report['generated_at']}", soft_wrap=True)
+    for name in SECTIONS:
+        section = report[name]
+        console.print()
+        console.print(f"== {titles[name]}", soft_wrap=True)
+        items = (
+            [f"unavailable: {section['unavailable']}"]
+            if "unavailable" in section
+            else renderers[name](section)
+        )
+        for item in items:
+            if isinstance(item, str):
+                console.print(f"  {item}" if item else "", soft_wrap=True)
+            else:
+                console.print(Padding(item, (0, 0, 0, 2)))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    return "\n".join(line.rstrip() for line in text.splitlines())
 
 
 def _table(
-    headers: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-    indent: str = "  ",
-    right: frozenset[int] = frozenset(),
-) -> list[str]:
-    """Aligned columns: numbers (and columns in `right`) right-aligned; None shows as '-'."""
-    cells = [[_cell(value) for value in row] for row in rows]
-    numeric = [
-        i in right
-        or (all(isinstance(row[i], int | float) or row[i] is None for row in rows) and bool(rows))
-        for i in range(len(headers))
-    ]
-    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
-
-    def fmt(values: Sequence[str]) -> str:
-        parts = [
-            value.rjust(width) if right else value.ljust(width)
-            for value, width, right in zip(values, widths, numeric, strict=True)
-        ]
-        return (indent + "  ".join(parts)).rstrip()
-
-    return [fmt(headers), *(fmt(row) for row in cells)]
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], right: frozenset[int] = frozenset()
+) -> Table:
+    """Numbers (and columns in `right`) right-aligned; None shows as '-'."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for i, header in enumerate(headers):
+        numeric = i in right or (
+            bool(rows) and all(isinstance(row[i], int | float) or row[i] is None for row in rows)
+        )
+        table.add_column(header, justify="right" if numeric else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(_cell(value) for value in row))
+    return table
 
 
 def _cell(value: Any) -> str:
@@ -470,50 +289,22 @@ def _clip(value: str | None, width: int) -> str:
     return value if len(value) <= width else value[: width - 3] + "..."
 
 
-def render_text(report: Mapping[str, Any]) -> str:
-    out = [f"journey-worker report, {report['generated_at']}"]
-    titles = {
-        "statements": f"Slowest statements (pg_stat_statements, top {TOP} by mean time)",
-        "indexes": "Index usage, the seed's twelve (pg_stat_user_indexes)",
-        "connections": "Connections",
-        "cache": "Cache",
-        "queue": f"Queue {DEFAULT_QUEUE}",
-        "journey_contacts": "Journey contacts by status",
-        "failures": f"Task failures, last 24 h (top {TOP})",
-    }
-    renderers: dict[str, Callable[[Section], list[str]]] = {
-        "statements": _render_statements,
-        "indexes": _render_indexes,
-        "connections": _render_connections,
-        "cache": _render_cache,
-        "queue": _render_queue,
-        "journey_contacts": _render_journey_contacts,
-        "failures": _render_failures,
-    }
-    for name in SECTIONS:
-        section = report[name]
-        out += ["", f"== {titles[name]}"]
-        if "unavailable" in section:
-            out.append(f"  unavailable: {section['unavailable']}")
-        else:
-            out += renderers[name](section)
-    return "\n".join(out)
-
-
-def _render_statements(section: Section) -> list[str]:
+def _render_statements(section: Section) -> list[Renderable]:
     if not section["rows"]:
-        return ["  no statements recorded yet"]
-    return _table(
-        ("mean ms", "calls", "total ms", "rows", "query"),
-        [
-            (r["mean_ms"], r["calls"], r["total_ms"], r["rows"], _clip(r["query"], 90))
-            for r in section["rows"]
-        ],
-    )
+        return ["no statements recorded yet"]
+    return [
+        _table(
+            ("mean ms", "calls", "total ms", "rows", "query"),
+            [
+                (r["mean_ms"], r["calls"], r["total_ms"], r["rows"], _clip(r["query"], 90))
+                for r in section["rows"]
+            ],
+        )
+    ]
 
 
-def _render_indexes(section: Section) -> list[str]:
-    lines = _table(
+def _render_indexes(section: Section) -> list[Renderable]:
+    table = _table(
         ("index", "table", "idx_scan", "idx_tup_read", "idx_tup_fetch", "size"),
         [
             (
@@ -529,27 +320,26 @@ def _render_indexes(section: Section) -> list[str]:
         right=frozenset({5}),
     )
     since = section["stats_since"] or "the cluster's start (never reset)"
-    return [*lines, f"  counters since {since}"]
+    return [table, f"counters since {since}"]
 
 
-def _render_connections(section: Section) -> list[str]:
+def _render_connections(section: Section) -> list[Renderable]:
     usable = section["max_connections"] - section["superuser_reserved"]
     share = section["in_use"] / usable if usable > 0 else 0.0
     states = ", ".join(f"{state} {count}" for state, count in section["by_state"].items())
     apps = ", ".join(f"{app} {count}" for app, count in section["by_application"].items())
     return [
-        f"  in use {section['in_use']} of max_connections {section['max_connections']} "
+        f"in use {section['in_use']} of max_connections {section['max_connections']} "
         f"({section['superuser_reserved']} reserved for superusers; {share:.0%} of the rest); "
         f"this database {section['this_database']}",
-        f"  by state: {states or '-'}",
-        f"  by application: {apps or '-'}",
+        f"by state: {states or '-'}",
+        f"by application: {apps or '-'}",
     ]
 
 
-def _render_cache(section: Section) -> list[str]:
+def _render_cache(section: Section) -> list[Renderable]:
     groups = [g for g in ("node", "tenant") if g in section]
-    lines = [f"  {section['backend']} (hits, misses, fills and invalidations are shared counters)"]
-    lines += _table(
+    table = _table(
         ("group", "hits", "misses", "hit ratio", "fills", "invalidations", "stale refusals"),
         [
             (
@@ -565,11 +355,14 @@ def _render_cache(section: Section) -> list[str]:
         ],
         right=frozenset({3}),
     )
-    return lines
+    return [
+        f"{section['backend']} (hits, misses, fills and invalidations are shared counters)",
+        table,
+    ]
 
 
-def _render_queue(section: Section) -> list[str]:
-    line = f"  {section['messages']:,} messages waiting ({section['broker']})"
+def _render_queue(section: Section) -> list[Renderable]:
+    line = f"{section['messages']:,} messages waiting ({section['broker']})"
     if "bulk_messages" in section:
         line += f"; {section['bulk_messages']:,} enrollment entry steps in {section['bulk_queue']}"
     if "unacked_all_queues" in section:
@@ -579,25 +372,34 @@ def _render_queue(section: Section) -> list[str]:
     return [line]
 
 
-def _render_journey_contacts(section: Section) -> list[str]:
-    lines = _table(("status", "count"), list(section["by_status"].items()))
-    lines.append(f"  total {section['total']:,}")
+def _render_journey_contacts(section: Section) -> list[Renderable]:
+    items: list[Renderable] = [
+        _table(("status", "count"), list(section["by_status"].items())),
+        f"total {section['total']:,}",
+    ]
     if section["failed_reasons"]:
-        lines += ["", f"  FAILED by reason (top {TOP})"]
-        lines += _table(
-            ("reason", "count", "example"),
-            [(r["reason"], r["count"], _clip(r["example"], 70)) for r in section["failed_reasons"]],
-        )
-    return lines
+        items += [
+            "",
+            f"FAILED by reason (top {TOP})",
+            _table(
+                ("reason", "count", "example"),
+                [
+                    (r["reason"], r["count"], _clip(r["example"], 70))
+                    for r in section["failed_reasons"]
+                ],
+            ),
+        ]
+    return items
 
 
-def _render_failures(section: Section) -> list[str]:
+def _render_failures(section: Section) -> list[Renderable]:
     if not section["total"]:
-        return ["  none"]
+        return ["none"]
     by_task = ", ".join(f"{task} {count}" for task, count in section["by_task"].items())
-    lines = [f"  {section['total']:,} in the last 24 h: {by_task}"]
-    lines += _table(
-        ("count", "task", "error", "last"),
-        [(r["count"], r["task"], _clip(r["error"], 70), r["last_at"]) for r in section["top"]],
-    )
-    return lines
+    return [
+        f"{section['total']:,} in the last 24 h: {by_task}",
+        _table(
+            ("count", "task", "error", "last"),
+            [(r["count"], r["task"], _clip(r["error"], 70), r["last_at"]) for r in section["top"]],
+        ),
+    ]

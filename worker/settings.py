@@ -219,12 +219,14 @@ def use_settings(settings: Settings | None) -> None:
 
 def embedded_broker_options(base: Path = EMBEDDED_BROKER_DIR) -> dict[str, object]:
     """The filesystem transport: a real broker between processes, with nothing to install."""
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     return {
         "data_folder_in": str(base / "queue"),
         "data_folder_out": str(base / "queue"),
         "processed_folder": str(base / "processed"),
+        # The exchange tables; kombu's default is `control/` in the current directory.
+        "control_folder": str(base / "control"),
         "store_processed": False,
         "polling_interval": 0.05,
     }

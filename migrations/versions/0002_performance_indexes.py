@@ -1,9 +1,9 @@
-"""The seed's twelve performance indexes (db/indexes.py), built without blocking writes.
+"""The twelve performance indexes (db/indexes.py), built without blocking writes.
 
 On PostgreSQL each index is built with CREATE INDEX CONCURRENTLY, which cannot run inside a
 transaction: hence the autocommit block. A build that fails leaves an INVALID index behind; a
-rerun of this revision drops such a leftover and builds it again. Downgrade is the seed's
-rollback plan: drop exactly these twelve, concurrently.
+rerun of this revision drops such a leftover and builds it again. Downgrade is the rollback
+plan: drop exactly these twelve, concurrently.
 
 Revision ID: 0002
 Revises: 0001

@@ -3,7 +3,7 @@
 Deleting a contact cascades into messages, call_logs and conversations; without an index on
 contact_id each delete scans those tables. Journey contacts that upstream inserted carry no
 due_at; the dispatcher sweeps them (when their first message was lost) through a small partial
-index instead of a scan. Built CONCURRENTLY on PostgreSQL, like the seed's indexes.
+index instead of a scan. Built CONCURRENTLY on PostgreSQL, like the performance indexes of 0002.
 
 Revision ID: 0004
 Revises: 0003

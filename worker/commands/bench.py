@@ -111,7 +111,7 @@ def bench(
     worker_profile: Path | None,
     logs: Path | None,
 ) -> None:
-    """Benchmark the step engine: naive (the seed's before code), optimized (production) and
+    """Benchmark the step engine: naive (a straightforward ORM baseline), optimized (production) and
     ceiling (a no-op task), in-process and end to end through real `celery worker` processes."""
     from bench.measure import BenchError
     from bench.run import Options, parse_brokers, run_and_write

@@ -1,4 +1,4 @@
-"""`journey-worker db ...`: migrate the schema, show its revision, verify the seed's indexes.
+"""`journey-worker db ...`: migrate the schema, show its revision, verify the indexes.
 
 Every command uses the process engine (DATABASE_URL, or the embedded SQLite default). A
 MigrationError (database newer than this code, another migration holding the lock, an unknown
@@ -66,7 +66,7 @@ def _show_progress() -> None:
 
 @click.group()
 def db() -> None:
-    """Migrate the schema and verify the seed's indexes."""
+    """Migrate the schema and verify the twelve performance indexes."""
 
 
 @db.command()
@@ -86,7 +86,7 @@ def upgrade(revision: str, lock_wait: float) -> None:
 @lock_wait_option
 @_one_line_errors
 def downgrade(revision: str, lock_wait: float) -> None:
-    """Migrate down to REVISION (0001 drops the seed's indexes; base drops everything)."""
+    """Migrate down to REVISION (0001 drops the performance indexes; base drops everything)."""
     _show_progress()
     engine = get_engine()
     migrate.downgrade(engine, revision, lock_wait_seconds=lock_wait)
@@ -117,13 +117,19 @@ def current() -> None:
 )
 @_one_line_errors
 def verify_indexes(repair: bool) -> None:
-    """Check the seed's twelve indexes: present, valid, defined as db/indexes.py says.
+    """Check the twelve performance indexes: present, valid, defined as db/indexes.py says.
 
     Exits 1 if any is not, naming each; 0 otherwise.
     """
     from db.verify import inspect_indexes, repair_indexes
 
     engine = get_engine()
+    if migrate.current_revision(engine) is None:
+        # No tables to index: --repair would fail on them, and upgrade builds the indexes too.
+        raise migrate.MigrationError(
+            "empty database (never migrated): run `journey-worker db upgrade`, which builds the "
+            f"indexes too (head is {migrate.head_revision()})"
+        )
     if repair:
         _show_progress()
         repair_indexes(engine)

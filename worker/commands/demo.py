@@ -1,11 +1,15 @@
 """`journey-worker demo`: a real worker walks seeded contacts through a journey, then a summary.
 
 With nothing configured it runs on the embedded default (SQLite, an in-process broker, an
-in-process cache); with DATABASE_URL, REDIS_URL and CELERY_BROKER_URL it runs on those.
+in-process cache) in a database file of its own, recreated each run; with DATABASE_URL, REDIS_URL
+and CELERY_BROKER_URL it runs on those: it says which database it will migrate and use (asking
+first when a terminal is attached, unless --yes), and --cleanup deletes its tenant's rows after.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 import uuid
 from collections import Counter
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, select
 from tqdm import tqdm
 
 from cache import get_cache
@@ -23,6 +27,7 @@ from db import engine as db_engine
 from db.instrumentation import StatementCounter, statement_scope
 from db.migrate import upgrade
 from db.models import (
+    Base,
     Contact,
     Journey,
     JourneyContact,
@@ -33,6 +38,7 @@ from db.models import (
 )
 from db.settings import EMBEDDED_DIR, parse_database_url, use_db_settings
 from tasks import names
+from tasks.node_config import MAX_WAIT_SECONDS
 from worker.app import create_app
 from worker.health import redacted
 from worker.settings import WorkerSettings, current_settings
@@ -161,15 +167,89 @@ def in_process_worker(app: Any, sqlite: bool) -> Iterator[None]:
         yield
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, refusing nan and inf (which compare false with every bound)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def failure_reasons(engine: Engine, demo: DemoJourney) -> dict[str, int]:
+    """How many of the demo's journeys FAILED for each reason, most frequent first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(JourneyContact.status_reason, func.count())
+            .where(JourneyContact.journey_id == demo.journey_id, JourneyContact.status == "FAILED")
+            .group_by(JourneyContact.status_reason)
+            .order_by(func.count().desc(), JourneyContact.status_reason)
+        ).all()
+    return {reason or "no reason recorded": count for reason, count in rows}
+
+
+def failure_message(reasons: dict[str, int]) -> str:
+    failed = sum(reasons.values())
+    listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.items())
+    return f"{failed} journeys FAILED: {listed}"
+
+
+def delete_demo_rows(engine: Engine, tenant_id: uuid.UUID) -> None:
+    """Every row of the demo's tenant, children first (tenants are RESTRICT, never cascaded)."""
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            if "tenant_id" not in table.c or table.name == Tenant.__tablename__:
+                continue
+            # Dead letters keep the id as text (it may be malformed), the rest as a UUID.
+            column = table.c.tenant_id
+            key = tenant_id if column.foreign_keys else str(tenant_id)
+            conn.execute(delete(table).where(column == key))
+        conn.execute(delete(Tenant).where(Tenant.id == tenant_id))
+
+
 @click.command()
-@click.option("--contacts", default=200, show_default=True, help="Contacts to enroll.")
-@click.option("--wait-seconds", default=2.0, show_default=True, help="The journey's wait.")
-@click.option("--timeout", default=300.0, show_default=True, help="Give up after this long.")
-def demo(contacts: int, wait_seconds: float, timeout: float) -> None:
+@click.option(
+    "--contacts",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Contacts to enroll (1 or more).",
+)
+@click.option(
+    "--wait-seconds",
+    type=FiniteFloatRange(min=0, max=MAX_WAIT_SECONDS),
+    default=2.0,
+    show_default=True,
+    help="The journey's wait, in seconds (0 or more).",
+)
+@click.option(
+    "--timeout",
+    type=FiniteFloatRange(min=0, min_open=True),
+    default=300.0,
+    show_default=True,
+    help="Give up after this many seconds.",
+)
+@click.option(
+    "--yes",
+    "-y",
+    is_flag=True,
+    help="Use the database DATABASE_URL names without asking first.",
+)
+@click.option(
+    "--cleanup/--keep",
+    default=None,
+    help="Delete the demo's tenant and its rows from DATABASE_URL's database afterwards, or "
+    "keep them (asked at the end when a terminal is attached; kept otherwise).",
+)
+def demo(
+    contacts: int, wait_seconds: float, timeout: float, yes: bool, cleanup: bool | None
+) -> None:
     """Seed a journey, enroll contacts, run a real worker, and print a summary."""
     configured = current_settings()
     settings = configured.db
-    if "url" not in settings.model_fields_set:  # DATABASE_URL unset: a fresh database of its own
+    own_database = "url" not in settings.model_fields_set
+    if own_database:  # DATABASE_URL unset: a fresh database of its own
         EMBEDDED_DIR.mkdir(exist_ok=True)
         path = EMBEDDED_DIR / "demo.db"
         for suffix in ("", "-wal", "-shm"):
@@ -177,6 +257,16 @@ def demo(contacts: int, wait_seconds: float, timeout: float) -> None:
         settings = settings.model_copy(update={"url": parse_database_url(f"sqlite:///{path}")})
     elif not settings.is_sqlite:
         settings = settings.model_copy(update={"pool_size": 6, "max_overflow": 2})
+    database = settings.url.render_as_string(hide_password=True)
+    if own_database:
+        click.echo(f"journey-worker demo: a fresh database of its own, {database}")
+    else:
+        click.echo(
+            f"journey-worker demo: will migrate {database} (DATABASE_URL) to the latest "
+            "revision, then add a demo tenant, a journey and its contacts to it"
+        )
+        if not yes and _interactive():
+            click.confirm("Go on?", default=True, abort=True)
     use_db_settings(settings)
     engine = db_engine.build_engine(settings)
     db_engine.use_engine(engine)
@@ -189,16 +279,52 @@ def demo(contacts: int, wait_seconds: float, timeout: float) -> None:
     cache = get_cache()
     cache.reset_stats()
     where = (
-        f"database={engine.url.render_as_string(hide_password=True)} "
+        f"database={database} "
         f"broker={redacted(worker_settings.broker)} "
         f"cache={'in-process' if configured.cache.embedded else 'redis'}"
     )
     click.echo(f"journey-worker demo: {contacts} contacts; {where}")
 
     demo_journey = seed(engine, contacts, wait_seconds)
+    try:
+        elapsed, counter = _run(app, engine, settings.is_sqlite, demo_journey, timeout)
+        summary = _summary(engine, demo_journey, counter, elapsed, cache.stats(), cache.hit_ratio)
+        click.echo(summary)
+        reasons = failure_reasons(engine, demo_journey)
+        if reasons:
+            raise click.ClickException(failure_message(reasons))
+    finally:
+        if not own_database:
+            _offer_cleanup(engine, demo_journey, cleanup)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _offer_cleanup(engine: Engine, demo: DemoJourney, cleanup: bool | None) -> None:
+    if cleanup is None:
+        cleanup = _interactive() and click.confirm(
+            f"Delete the demo's tenant {demo.tenant_id} and its rows?", default=False
+        )
+    if cleanup:
+        delete_demo_rows(engine, demo.tenant_id)
+        click.echo(f"journey-worker demo: deleted the demo's tenant {demo.tenant_id} and its rows")
+    else:
+        click.echo(
+            f"journey-worker demo: kept the demo's tenant {demo.tenant_id} and its rows "
+            "(run with --cleanup to delete them)"
+        )
+
+
+def _run(
+    app: Any, engine: Engine, sqlite: bool, demo_journey: DemoJourney, timeout: float
+) -> tuple[float, StatementCounter]:
+    """Enroll the contacts, let a worker walk them, and wait for every journey to finish."""
     from tasks.dispatch import dispatch_due
 
-    with StatementCounter(engine) as counter, in_process_worker(app, settings.is_sqlite):
+    contacts = len(demo_journey.contact_ids)
+    with StatementCounter(engine) as counter, in_process_worker(app, sqlite):
         started = time.perf_counter()
         for i in range(0, contacts, 1000):
             app.send_task(
@@ -226,11 +352,7 @@ def demo(contacts: int, wait_seconds: float, timeout: float) -> None:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and _queued_messages(engine, demo_journey):
                 time.sleep(0.2)
-
-    summary = _summary(engine, demo_journey, counter, elapsed, cache.stats(), cache.hit_ratio)
-    click.echo(summary)
-    if progress(engine, demo_journey).get("FAILED"):
-        raise click.ClickException("some journeys FAILED; see the worker log above")
+    return elapsed, counter
 
 
 def _queued_messages(engine: Engine, demo: DemoJourney) -> int:

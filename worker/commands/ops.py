@@ -34,7 +34,7 @@ def health(timeout: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of tables.")
 def report(as_json: bool) -> None:
     """Slow statements, index usage, connections, cache hit ratios, queue depth, contacts by
-    status and recent task failures: the seed's monitoring checklist in one command.
+    status and recent task failures: the monitoring report, in one command.
 
     A section that cannot be collected says `unavailable: <reason>`; the rest still appear.
     """
