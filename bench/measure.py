@@ -627,7 +627,13 @@ class WorkerProcess:
     """`celery -A bench.celery_app worker`, prefork, as operators run the product's worker."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, *, concurrency: int, loglevel: str
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        concurrency: int,
+        loglevel: str,
+        queues: Sequence[str] = names.WORKER_QUEUES,
     ) -> None:
         self.log_path = log_path
         args = [
@@ -647,6 +653,8 @@ class WorkerProcess:
             f"bench-{uuid.uuid4().hex[:6]}@%h",
             "--without-gossip",
             "--without-mingle",
+            "--queues",
+            ",".join(queues),
         ]
         self._handle = log_path.open("w")
         self.proc = subprocess.Popen(
@@ -658,6 +666,16 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def children(self) -> list[int]:
+        """The prefork children's pids (Linux /proc), empty if unreadable."""
+        pids: list[int] = []
+        try:
+            for thread in Path(f"/proc/{self.proc.pid}/task").iterdir():
+                pids += [int(p) for p in (thread / "children").read_text().split()]
+        except (OSError, ValueError):
+            return []
+        return pids
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU of the worker and its children so far (Linux /proc), else None.
@@ -745,21 +763,24 @@ def e2e_run(
         for kwargs in messages:
             app.send_task(task_name, kwargs=kwargs, producer=producer)
     deadline = time.monotonic() + timeout
+    step_tasks = (task_name, names.EXECUTE_BATCH)
     while True:
         reader.poll()
-        if reader.count(run) >= expected:
+        if reader.count(run, step_tasks) >= expected:
             break
         if not worker.alive():
             raise BenchError(f"worker exited during the {mode} run:\n{worker.log_tail()}")
         if time.monotonic() > deadline:
             raise BenchError(
-                f"{mode}: {reader.count(run)} of {expected} steps within {timeout:.0f}s; "
+                f"{mode}: {reader.count(run, step_tasks)} of {expected} steps within "
+                f"{timeout:.0f}s; "
                 f"worker log:\n{worker.log_tail()}"
             )
         time.sleep(0.05)
     cpu_after = worker.cpu_seconds()
     pg_after = proc_cpu_seconds(pg_pids) if pg_before is not None else None
-    samples = reader.samples.pop(run)
+    # Deliveries carry the run too: the steps are what this measures.
+    samples = [s for s in reader.samples.pop(run) if s.task in step_tasks]
     end = max(s.committed_at for s in samples)
     cpu = None
     if cpu_before is not None and cpu_after is not None:

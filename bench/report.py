@@ -275,3 +275,143 @@ def chart(rows: Sequence[Row], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --- the blast -----------------------------------------------------------------------------------
+
+BLAST_BATCH_TYPES = ("send_sms", "update_contact", "condition", "exit")
+BLAST_MIN_PER_S = 2000.0
+BLAST_MIN_RATIO = 5.0
+BLAST_MAX_STATEMENTS_PER_BATCH = 2.0
+
+
+def blast_row(broker: str, task_events: bool, result: Any, ceiling_per_s: float) -> Row:
+    """One row per blast (bench.blast.BlastResult) and broker and task-events setting."""
+    per_batch = {t: result.per_batch(result.statements, t) for t in BLAST_BATCH_TYPES}
+    return {
+        "mode": "blast",
+        "broker": broker,
+        "task_events": task_events,
+        "contacts": result.contacts,
+        "node_executions": result.executions,
+        "seconds": result.seconds,
+        "enroll_publish_seconds": result.enroll_seconds,
+        "e2e_per_s": result.per_s,
+        "ceiling_per_s": ceiling_per_s,
+        "ratio_vs_ceiling": result.per_s / ceiling_per_s if ceiling_per_s else None,
+        "statements_per_node": result.statements_per_execution,
+        "db_roundtrips_per_node": result.roundtrips_per_execution,
+        "statements_per_batch": per_batch,
+        "statements_per_batch_median": {t: result.median_per_batch(t) for t in BLAST_BATCH_TYPES},
+        "statements_per_batch_max": {t: result.max_per_batch(t) for t in BLAST_BATCH_TYPES},
+        "commits_per_batch": {t: result.per_batch(result.commits, t) for t in BLAST_BATCH_TYPES},
+        "publishes_per_batch": {
+            t: result.per_batch(result.publishes, t) for t in BLAST_BATCH_TYPES
+        },
+        "batches": {t: result.tasks.get(t, 0) for t in BLAST_BATCH_TYPES},
+        "mean_batch_contacts": result.mean_batch,
+        "tasks": dict(result.tasks),
+        "statements_per_enroll": result.per_batch(result.statements, "journeys.enroll"),
+        "statements_per_delivery_batch": result.per_batch(
+            result.statements, "journeys.deliver_messages"
+        ),
+        "worker_child_rss_kb_start": sorted(result.rss_start_kb.values()),
+        "worker_child_rss_kb_end": sorted(result.rss_end_kb.values()),
+        "worker_child_rss_growth_mb": result.rss_growth_mb,
+        "exactly_once": not result.checks,
+        "checks": list(result.checks),
+    }
+
+
+def blast_table(rows: Sequence[Row]) -> str:
+    header = (
+        f"{'broker':<9}{'events':<7}{'contacts':>9}{'node execs':>11}{'seconds':>9}"
+        f"{'execs/s':>9}{'ceiling/s':>10}{'x ceil':>7}{'stmts/exec':>11}{'RT/exec':>8}"
+        f"{'batch':>7}{'RSS +MB':>8}{'once':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        if r["mode"] != "blast":
+            continue
+        lines.append(
+            f"{r['broker']:<9}{'on' if r['task_events'] else 'off':<7}{r['contacts']:>9,}"
+            f"{r['node_executions']:>11,}{r['seconds']:>9.2f}{_fmt(r['e2e_per_s'], '.0f'):>9}"
+            f"{_fmt(r['ceiling_per_s'], '.0f'):>10}{_fmt(r['ratio_vs_ceiling'], '.2f'):>7}"
+            f"{r['statements_per_node']:>11.4f}{r['db_roundtrips_per_node']:>8.4f}"
+            f"{r['mean_batch_contacts']:>7.1f}{_fmt(r['worker_child_rss_growth_mb'], '.1f'):>8}"
+            f"{'yes' if r['exactly_once'] else 'NO':>6}"
+        )
+    lines.append(
+        "statements per batch task by node type: mean (median, max; commits, publishes) x tasks"
+    )
+    for r in rows:
+        if r["mode"] != "blast":
+            continue
+        parts = ", ".join(
+            f"{t} {_fmt(r['statements_per_batch'][t], '.2f')} "
+            f"({_fmt(r['statements_per_batch_median'][t], '.0f')}, "
+            f"{_fmt(r['statements_per_batch_max'][t], 'd')}; "
+            f"{_fmt(r['commits_per_batch'][t], '.2f')}, "
+            f"{_fmt(r['publishes_per_batch'][t], '.2f')}) x{r['batches'][t]}"
+            for t in BLAST_BATCH_TYPES
+        )
+        events = "on" if r["task_events"] else "off"
+        lines.append(f"  {r['broker']} events {events}: {parts}")
+        lines.append(
+            f"    enroll {_fmt(r['statements_per_enroll'], '.2f')} statements per task, "
+            f"deliveries {_fmt(r['statements_per_delivery_batch'], '.2f')} per batch task"
+        )
+    return "\n".join(lines)
+
+
+def blast_goals(rows: Sequence[Row]) -> list[tuple[str, bool | None, str]]:
+    """Issue 9's goals, for each broker and task-events setting that ran."""
+    results: list[tuple[str, bool | None, str]] = []
+    for r in rows:
+        if r["mode"] != "blast":
+            continue
+        where = f"{r['broker']}, events {'on' if r['task_events'] else 'off'}"
+        results.append(
+            (
+                f"blast >={BLAST_MIN_PER_S:,.0f} node executions/s ({where})",
+                r["e2e_per_s"] >= BLAST_MIN_PER_S,
+                f"{r['e2e_per_s']:.0f}/s ({r['node_executions']:,} in {r['seconds']:.2f}s)",
+            )
+        )
+        ratio = r["ratio_vs_ceiling"]
+        results.append(
+            (
+                f"blast >={BLAST_MIN_RATIO:.0f}x the no-op ceiling ({where})",
+                ratio is not None and ratio >= BLAST_MIN_RATIO,
+                f"{r['e2e_per_s']:.0f}/s vs ceiling {r['ceiling_per_s']:.0f}/s: {ratio:.2f}x",
+            )
+        )
+        medians = r["statements_per_batch_median"]
+        worst = max((v for v in medians.values() if v is not None), default=0.0)
+        results.append(
+            (
+                f"blast <=2 statements per batch ({where})",
+                worst <= BLAST_MAX_STATEMENTS_PER_BATCH,
+                "median (mean) per batch: "
+                + ", ".join(
+                    f"{t} {_fmt(v, '.0f')} ({_fmt(r['statements_per_batch'][t], '.2f')})"
+                    for t, v in medians.items()
+                ),
+            )
+        )
+        results.append(
+            (
+                f"blast exactly once ({where})",
+                r["exactly_once"],
+                "; ".join(r["checks"]) or "one execution per step, one message per send, all SENT",
+            )
+        )
+        growth = r["worker_child_rss_growth_mb"]
+        results.append(
+            (
+                f"blast worker child RSS grows <50 MB ({where})",
+                None if growth is None else growth < 50,
+                f"{_fmt(growth, '.1f')} MB over {r['contacts']:,} contacts (largest child growth)",
+            )
+        )
+    return results

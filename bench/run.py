@@ -7,16 +7,18 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from bench import probe, report
+from bench.blast import EXECUTIONS_PER_CONTACT, rss_kb, run_blast, seed_blast, verify
 from bench.measure import (
     MODES,
     BenchError,
@@ -42,6 +44,7 @@ from bench.measure import (
     time_pass,
     walk,
 )
+from bench.report import blast_row
 from bench.seed import (
     BenchJourney,
     create_database,
@@ -56,12 +59,17 @@ from cache import CacheSettings, JourneyCache, build_cache, use_cache
 from db import engine as db_engine
 from db.migrate import upgrade
 from db.settings import DbSettings
+from tasks import names
 from tasks.settings import EngineSettings, engine_settings
 from worker.app import create_app
 from worker.settings import WorkerSettings
 
 Echo = Callable[[str], None]
 DB_MODES = ("naive", "optimized")
+ALL_MODES = (*MODES, "blast")
+# Celery's broker_url prefers these variables over the URL the app was given: the bench's own
+# publisher must never follow them to the user's broker while its worker listens on the bench's.
+BROKER_ENV = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL")
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,17 @@ class Options:
     profile: Path | None = None
     worker_profile: Path | None = None
     logs: Path | None = None
+    modes: tuple[str, ...] = ALL_MODES
+    blast_contacts: int = 20_000
+    blast_ceiling_contacts: int = 500
+    blast_warmup_contacts: int = 400
+    # Task events (WORKER_SEND_TASK_EVENTS) for the blast and its ceiling: each value is a run.
+    task_events: tuple[bool, ...] = (False,)
+
+    @property
+    def classic(self) -> bool:
+        """Whether any of naive, optimized, ceiling (and so the in-process phases) runs."""
+        return any(m in MODES for m in self.modes)
 
 
 @dataclass
@@ -221,7 +240,32 @@ class BrokerRuns:
         return self.cache_hits / lookups if lookups else None
 
 
-def worker_env(ctx: Context, broker_url: str, samples: Path) -> dict[str, str]:
+@contextmanager
+def without_broker_env() -> Iterator[None]:
+    """The bench process without CELERY_BROKER_URL and friends while it runs (restored after)."""
+    saved = {k: os.environ.pop(k) for k in BROKER_ENV if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def publisher_app(url: str, task_events: bool = False) -> Celery:
+    """The product's app, publishing to exactly `url`: the read and write URLs are set
+    explicitly, which Celery prefers over CELERY_BROKER_URL (it prefers the variable over the
+    URL given to Celery(...) itself)."""
+    settings = WorkerSettings(broker_url=url).model_copy(update={"task_events": task_events})
+    app = create_app(settings)
+    from bench.celery_app import configure
+
+    configure(app)
+    app.conf.broker_url = app.conf.broker_read_url = app.conf.broker_write_url = url
+    return app
+
+
+def worker_env(
+    ctx: Context, broker_url: str, samples: Path, task_events: bool = False
+) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -233,6 +277,8 @@ def worker_env(ctx: Context, broker_url: str, samples: Path) -> dict[str, str]:
         REDIS_URL=ctx.options.redis_url,
         CACHE_KEY_PREFIX=ctx.cache_prefix,
         PYTHONUNBUFFERED="1",
+        WORKER_SEND_TASK_EVENTS="1" if task_events else "0",
+        SMS_PROVIDER="log",
     )
     env[probe.SAMPLES_ENV] = str(samples)
     if ctx.options.worker_profile is not None:
@@ -266,10 +312,7 @@ def measure_broker(ctx: Context, kind: str) -> BrokerRuns:
             concurrency=o.concurrency,
             loglevel=o.worker_loglevel,
         )
-        app = create_app(WorkerSettings(broker_url=url))
-        from bench.celery_app import configure
-
-        configure(app)
+        app = publisher_app(url)
         reader = probe.SampleReader(samples)
 
         def once(mode: str, contacts: int, timeout: float) -> E2EResult:
@@ -321,6 +364,89 @@ def measure_broker(ctx: Context, kind: str) -> BrokerRuns:
             worker.stop()
             app.close()
     return result
+
+
+def measure_blast(ctx: Context, kind: str, task_events: bool) -> dict[str, Any]:
+    """One worker on `kind` with task events on or off: the chained no-op ceiling, a warm-up
+    blast, then the blast of --blast-contacts, verified exactly once. Returns its row."""
+    o = ctx.options
+    events = "on" if task_events else "off"
+    label = f"blast {kind} events {events}"
+    probe.install()
+    with (
+        broker_namespace(kind, o.redis_url, o.rabbitmq_url) as url,
+        tempfile.TemporaryDirectory(prefix=f"jw-blast-{kind}-") as scratch,
+    ):
+        tmp = Path(scratch) if o.logs is None else o.logs / f"blast-{kind}-events-{events}"
+        samples = tmp / "samples"
+        samples.mkdir(parents=True, exist_ok=True)
+        worker = WorkerProcess(
+            worker_env(ctx, url, samples, task_events),
+            tmp / "worker.log",
+            concurrency=o.concurrency,
+            loglevel=o.worker_loglevel,
+        )
+        app = publisher_app(url, task_events)
+        reader = probe.SampleReader(samples)
+        enroll_size = ctx.settings.enroll_max_contacts
+        try:
+            ceiling_journey = BenchJourney(
+                ctx.journey.tenant_id,
+                ctx.journey.journey_id,
+                tuple(uuid.uuid4() for _ in range(EXECUTIONS_PER_CONTACT)),
+                ("noop",) * EXECUTIONS_PER_CONTACT,
+            )
+            # The ceiling's warm-up doubles as the readiness check (it needs no database).
+            warm = [uuid.uuid4() for _ in range(max(1, min(20, o.blast_ceiling_contacts)))]
+            e2e_run(app, reader, worker, "ceiling", ceiling_journey, warm, max(o.timeout, 120))
+            jc_ids = [uuid.uuid4() for _ in range(o.blast_ceiling_contacts)]
+            ceiling = e2e_run(app, reader, worker, "ceiling", ceiling_journey, jc_ids, o.timeout)
+            ctx.echo(
+                f"   {label}: ceiling {ceiling.executions} no-op tasks in "
+                f"{ceiling.seconds:.2f}s = {ceiling.per_s:.0f}/s"
+            )
+            if o.blast_warmup_contacts:
+                warm_journey = seed_blast(ctx.engine, ctx.db_url, o.blast_warmup_contacts)
+                run_blast(
+                    app, reader, worker, ctx.engine, warm_journey,
+                    enroll_size=enroll_size, timeout=o.timeout, echo=ctx.echo,
+                    label=f"{label} warm-up",
+                )  # fmt: skip
+            journey = seed_blast(ctx.engine, ctx.db_url, o.blast_contacts)
+            rss_start = rss_kb(worker.children())
+            cpu_before = worker.cpu_seconds()
+            load_start = os.getloadavg()[0]
+            result = run_blast(
+                app, reader, worker, ctx.engine, journey,
+                enroll_size=enroll_size, timeout=o.timeout, echo=ctx.echo, label=label,
+            )  # fmt: skip
+            cpu_after = worker.cpu_seconds()
+            result.rss_start_kb, result.rss_end_kb = rss_start, rss_kb(worker.children())
+            load_end = os.getloadavg()[0]
+            result.checks = verify(ctx.engine, journey)
+        finally:
+            worker.stop()
+            app.close()
+    row = blast_row(kind, task_events, result, ceiling.per_s)
+    row.update(
+        load_avg_1m_start=round(load_start, 2),
+        load_avg_1m_end=round(load_end, 2),
+        worker_cpu_ms_per_execution=(
+            (cpu_after - cpu_before) * 1000 / result.executions
+            if cpu_before is not None and cpu_after is not None and result.executions
+            else None
+        ),
+        ceiling_tasks=ceiling.executions,
+    )
+    ctx.echo(
+        f"   {label}: {result.executions:,} node executions in {result.seconds:.2f}s = "
+        f"{result.per_s:.0f}/s ({row['ratio_vs_ceiling']:.2f}x the ceiling); "
+        f"{result.statements_per_execution:.4f} statements per node execution; exactly once: "
+        + ("yes" if not result.checks else "NO: " + "; ".join(result.checks))
+    )
+    if result.checks:
+        raise BenchError(f"{label}: not exactly once: " + "; ".join(result.checks))
+    return row
 
 
 @dataclass
@@ -551,6 +677,7 @@ def run(options: Options, echo: Echo = print) -> Outcome:
         cleanup.callback(db_engine.use_engine, None)
         use_cache(cache)
         cleanup.callback(use_cache, None)
+        cleanup.enter_context(without_broker_env())
         return _measure(options, engine, cache, db_url, cache_prefix, echo, monitor)
     raise AssertionError("unreachable")
 
@@ -582,6 +709,56 @@ def _measure(
     ctx.notes.append(pgss_note)
     done()
 
+    rows: list[dict[str, Any]] = []
+    results: list[tuple[str, bool | None, str]] = []
+    sections: list[str] = [""]
+    if options.classic:
+        classic_rows, classic_goals, classic_text = _measure_classic(ctx, pgss_usable)
+        rows += classic_rows
+        results += classic_goals
+        sections += classic_text
+    if "blast" in options.modes:
+        blast_rows = []
+        for kind in options.brokers:
+            for events in options.task_events:
+                done = _phase(
+                    echo,
+                    f"blast through {kind}, task events {'on' if events else 'off'}: "
+                    f"{options.blast_contacts:,} contacts enrolled with journeys.enroll",
+                )
+                blast_rows.append(measure_blast(ctx, kind, events))
+                done()
+        rows += blast_rows
+        results += report.blast_goals(blast_rows)
+        sections += ["blast (node executions end to end, counted in the worker):"]
+        sections += [report.blast_table(blast_rows), ""]
+        ctx.notes.append(
+            "blast: the worker consumes " + ", ".join(names.WORKER_QUEUES) + " (no beat, so no "
+            "dispatcher); deliveries run (SMS_PROVIDER=log); round trips per node execution are "
+            "statements + COMMITs counted in the children (the step store runs in autocommit)"
+        )
+    ctx.notes.append(
+        f"machine: {os.cpu_count()} CPUs, 1-minute load average {ctx.load_start:.2f} at the start "
+        f"and {os.getloadavg()[0]:.2f} at the end (anything near the CPU count means noisy times)"
+    )
+    text = "\n".join(
+        [
+            *sections,
+            "notes:",
+            *(f"  - {n}" for n in ctx.notes),
+            "",
+            "goals:",
+            report.goals_text(results),
+        ]
+    )
+    return Outcome(rows, results, text)
+
+
+def _measure_classic(
+    ctx: Context, pgss_usable: bool
+) -> tuple[list[dict[str, Any]], list[tuple[str, bool | None, str]], list[str]]:
+    """naive, optimized and ceiling: in process, end to end per broker, then growth."""
+    echo, options = ctx.echo, ctx.options
     done = _phase(echo, "in-process: counts and times (no broker)")
     inproc = measure_inprocess(ctx, pgss_usable)
     if not inproc.effects_equal:
@@ -603,32 +780,19 @@ def _measure(
     done()
 
     rows = build_rows(ctx, inproc, brokers, growth)
-    ctx.notes.append(
-        f"machine: {os.cpu_count()} CPUs, 1-minute load average {ctx.load_start:.2f} at the start "
-        f"and {os.getloadavg()[0]:.2f} at the end (anything near the CPU count means noisy times)"
-    )
     node_tenant = inproc.counts["optimized"].node_tenant_statements
     results = report.goals(rows, node_tenant)
     ctx.notes.append(
-        "deliveries are routed to a queue the bench worker does not consume: every mode's "
-        "worker runs node steps only (messages are still inserted and their delivery published)"
+        "deliveries run in the same worker (SMS_PROVIDER=log); the e2e rates count node steps only"
     )
-    text = "\n".join(
-        [
-            "",
-            report.table(rows),
-            "",
-            "per node execution (in-process, warm cache):",
-            breakdown(inproc),
-            "",
-            "notes:",
-            *(f"  - {n}" for n in ctx.notes),
-            "",
-            "goals:",
-            report.goals_text(results),
-        ]
-    )
-    return Outcome(rows, results, text)
+    text = [
+        report.table(rows),
+        "",
+        "per node execution (in-process, warm cache):",
+        breakdown(inproc),
+        "",
+    ]
+    return rows, results, text
 
 
 def run_and_write(
@@ -640,7 +804,9 @@ def run_and_write(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         report.write_json(outcome.rows, json_path)
         echo(f"wrote {json_path}")
-    if chart_path is not None:
+    if chart_path is not None and not options.classic:
+        echo("no chart: it shows naive, optimized and ceiling, and none of them ran")
+    elif chart_path is not None:
         title = (
             f"journey-worker bench: {options.contacts} contacts x {options.nodes} nodes, "
             f"prefork -c {options.concurrency}, {os.cpu_count()} CPUs"
@@ -659,4 +825,21 @@ def parse_brokers(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-__all__: Sequence[str] = ("Options", "Outcome", "parse_brokers", "run", "run_and_write")
+def parse_modes(raw: str) -> tuple[str, ...]:
+    names_ = tuple(m.strip().lower() for m in raw.split(",") if m.strip())
+    unknown = [m for m in names_ if m not in ALL_MODES]
+    if unknown or not names_:
+        raise ValueError(
+            f"unknown mode(s) {', '.join(unknown) or '(none)'}: use {', '.join(ALL_MODES)}"
+        )
+    return tuple(dict.fromkeys(names_))
+
+
+__all__: Sequence[str] = (
+    "Options",
+    "Outcome",
+    "parse_brokers",
+    "parse_modes",
+    "run",
+    "run_and_write",
+)
