@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -363,16 +363,3 @@ def verify(engine: Engine, journey: BlastJourney, deliveries_timeout: float = 12
     if unsent:
         problems.append(f"messages not SENT: {unsent}")
     return problems
-
-
-def rss_kb(pids: Sequence[int]) -> dict[int, int]:
-    """VmRSS of each process (Linux /proc), in kB; processes that are gone are left out."""
-    found = {}
-    for pid in pids:
-        try:
-            for line in open(f"/proc/{pid}/status"):  # noqa: SIM115 - a short read
-                if line.startswith("VmRSS:"):
-                    found[pid] = int(line.split()[1])
-        except OSError:
-            continue
-    return found

@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REQUIRED_KEYS = (
     "mode",
@@ -25,6 +25,10 @@ REQUIRED_KEYS = (
 )
 
 Row = dict[str, Any]
+
+if TYPE_CHECKING:
+    from bench.counters import Counts
+    from bench.e2e import E2EResult
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -156,6 +160,104 @@ def goals_text(results: Sequence[tuple[str, bool | None, str]]) -> str:
         mark = "n/a " if passed is None else ("PASS" if passed else "MISS")
         lines.append(f"  {mark}  {goal:<46} {detail}")
     return "\n".join(lines)
+
+
+def per_node(counter: dict[Any, int], steps: int) -> dict[str, float]:
+    """A counter per node execution, largest first, keys as text."""
+
+    def key(k: Any) -> str:
+        return " ".join(k) if isinstance(k, tuple) else str(k)
+
+    ordered = sorted(counter.items(), key=lambda kv: (-kv[1], key(kv[0])))
+    return {key(k): round(v / steps, 3) for k, v in ordered if v}
+
+
+def breakdown(
+    counts: dict[str, Counts],
+    cpu: dict[str, float],
+    pg_cpu: dict[str, float | None],
+    pgss: dict[str, int],
+) -> str:
+    """Per node execution, for each database mode: statements by kind and table, the wire, CPU,
+    Redis."""
+    lines = []
+    for mode in ("naive", "optimized"):
+        c = counts[mode]
+        pairs = ", ".join(f"{k} {v:.2f}" for k, v in per_node(c.pairs, c.steps).items())
+        types = ", ".join(f"{t} {sum(v) / len(v):.1f}" for t, v in sorted(c.by_node_type.items()))
+        simple = ", ".join(f"{k} {v:.2f}" for k, v in per_node(c.wire_queries, c.steps).items())
+        wire = (
+            f"{c.wire_roundtrips_per_node:.2f} round trips on the wire"
+            + (f" ({simple} as simple queries)" if simple else " (no BEGIN or COMMIT)")
+            if c.wire_roundtrips is not None
+            else f"wire trace unavailable ({c.wire_note})"
+        )
+        redis_part = (
+            ", ".join(f"{k} {v:.2f}" for k, v in per_node(c.redis_commands, c.steps).items())
+            or "none"
+        )
+        pg = pg_cpu.get(mode)
+        cpu_line = f"    CPU per node (timing pass): client {cpu[mode] * 1000:.2f} ms" + (
+            f", PostgreSQL backend {pg * 1000:.2f} ms" if pg is not None else ""
+        )
+        lines += [
+            f"  {mode} ({c.steps} steps counted): {c.statements_per_node:.2f} statements + "
+            f"{c.per_node(c.commits):.2f} COMMIT per node; {wire}",
+            f"    by kind and table: {pairs}",
+            f"    statements by node type: {types}",
+            cpu_line,
+            *(
+                [f"    pg_stat_statements: {pgss[mode] / c.steps:.2f} calls per node"]
+                if mode in pgss
+                else []
+            ),
+            f"    Redis per node: {redis_part}"
+            + (
+                f"; cache hit ratio {c.cache_hit_ratio:.3f}"
+                if c.cache_hit_ratio is not None
+                else ""
+            ),
+        ]
+    return "\n".join(lines)
+
+
+def e2e_line(kind: str, mode: str, round_: int, run: E2EResult) -> str:
+    """One end-to-end run, as it finishes."""
+    return (
+        f"   {kind:<8} {mode:<9} round {round_}: {run.executions} steps in "
+        f"{run.seconds:.2f}s = {run.per_s:.0f}/s, enqueue-to-commit "
+        f"p50 {run.latency_ms(50):.1f} ms p99 {run.latency_ms(99):.1f} ms; "
+        f"task in the child p50 {run.service_ms(50):.1f} ms"
+        + (
+            f", worker CPU {run.worker_cpu_per_step * 1000:.1f} ms/step"
+            if run.worker_cpu_per_step is not None
+            else ""
+        )
+        + (
+            f", PostgreSQL CPU {run.pg_cpu_per_step * 1000:.1f} ms/step"
+            if run.pg_cpu_per_step is not None
+            else ""
+        )
+    )
+
+
+def blast_line(label: str, row: Row) -> str:
+    """One blast, as it finishes."""
+    return (
+        f"   {label}: {row['node_executions']:,} node executions in {row['seconds']:.2f}s = "
+        f"{row['e2e_per_s']:.0f}/s ({_fmt(row['ratio_vs_ceiling'], '.2f')}x the ceiling); "
+        f"{row['statements_per_node']:.4f} statements per node execution; exactly once: "
+        + ("yes" if row["exactly_once"] else "NO: " + "; ".join(row["checks"]))
+    )
+
+
+def summary(
+    sections: Sequence[str], notes: Sequence[str], results: Sequence[tuple[str, bool | None, str]]
+) -> str:
+    """The text printed at the end: the tables, the notes, the goals."""
+    return "\n".join(
+        [*sections, "notes:", *(f"  - {n}" for n in notes), "", "goals:", goals_text(results)]
+    )
 
 
 def _json_safe(value: Any) -> Any:

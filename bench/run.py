@@ -18,32 +18,18 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from bench import probe, report
-from bench.blast import EXECUTIONS_PER_CONTACT, rss_kb, run_blast, seed_blast, verify
-from bench.measure import (
-    MODES,
-    BenchError,
+from bench.blast import EXECUTIONS_PER_CONTACT, run_blast, seed_blast, verify
+from bench.counters import (
     Counts,
-    E2EResult,
-    PgBackendCpu,
-    StepFn,
-    WorkerProcess,
-    broker_namespace,
     cache_lookups,
-    ceiling_inprocess,
-    check_walked,
     count_pass,
-    e2e_run,
-    effects,
-    median,
-    naive_step,
-    optimized_step,
-    percentile,
     pg_stat_statements_calls,
     pg_stat_statements_status,
-    proc_cpu_seconds,
-    time_pass,
-    walk,
 )
+from bench.e2e import MODES, E2EResult, e2e_run, start_bench_worker
+from bench.effects import check_walked, effects
+from bench.errors import BenchError
+from bench.proc import PgBackendCpu, proc_cpu_seconds, rss_kb
 from bench.report import blast_row
 from bench.seed import (
     BenchJourney,
@@ -55,6 +41,9 @@ from bench.seed import (
     seed_walkers,
     server_url,
 )
+from bench.stats import median, percentile
+from bench.walkers import StepFn, ceiling_inprocess, naive_step, optimized_step, time_pass, walk
+from bench.worker_process import broker_namespace
 from cache import CacheSettings, JourneyCache, build_cache, use_cache
 from db import engine as db_engine
 from db.migrate import upgrade
@@ -306,7 +295,7 @@ def measure_broker(ctx: Context, kind: str) -> BrokerRuns:
         tmp = Path(scratch) if o.logs is None else o.logs / kind
         samples = tmp / "samples"
         samples.mkdir(parents=True, exist_ok=True)
-        worker = WorkerProcess(
+        worker = start_bench_worker(
             worker_env(ctx, url, samples),
             tmp / "worker.log",
             concurrency=o.concurrency,
@@ -343,23 +332,7 @@ def measure_broker(ctx: Context, kind: str) -> BrokerRuns:
                         after = cache_lookups(ctx.cache)
                         result.cache_hits += after[0] - before[0]
                         result.cache_misses += after[1] - before[1]
-                    last = result.runs[mode][-1]
-                    ctx.echo(
-                        f"   {kind:<8} {mode:<9} round {r + 1}: {last.executions} steps in "
-                        f"{last.seconds:.2f}s = {last.per_s:.0f}/s, enqueue-to-commit "
-                        f"p50 {last.latency_ms(50):.1f} ms p99 {last.latency_ms(99):.1f} ms; "
-                        f"task in the child p50 {last.service_ms(50):.1f} ms"
-                        + (
-                            f", worker CPU {last.worker_cpu_per_step * 1000:.1f} ms/step"
-                            if last.worker_cpu_per_step is not None
-                            else ""
-                        )
-                        + (
-                            f", PostgreSQL CPU {last.pg_cpu_per_step * 1000:.1f} ms/step"
-                            if last.pg_cpu_per_step is not None
-                            else ""
-                        )
-                    )
+                    ctx.echo(report.e2e_line(kind, mode, r + 1, result.runs[mode][-1]))
         finally:
             worker.stop()
             app.close()
@@ -380,7 +353,7 @@ def measure_blast(ctx: Context, kind: str, task_events: bool) -> dict[str, Any]:
         tmp = Path(scratch) if o.logs is None else o.logs / f"blast-{kind}-events-{events}"
         samples = tmp / "samples"
         samples.mkdir(parents=True, exist_ok=True)
-        worker = WorkerProcess(
+        worker = start_bench_worker(
             worker_env(ctx, url, samples, task_events),
             tmp / "worker.log",
             concurrency=o.concurrency,
@@ -438,12 +411,7 @@ def measure_blast(ctx: Context, kind: str, task_events: bool) -> dict[str, Any]:
         ),
         ceiling_tasks=ceiling.executions,
     )
-    ctx.echo(
-        f"   {label}: {result.executions:,} node executions in {result.seconds:.2f}s = "
-        f"{result.per_s:.0f}/s ({row['ratio_vs_ceiling']:.2f}x the ceiling); "
-        f"{result.statements_per_execution:.4f} statements per node execution; exactly once: "
-        + ("yes" if not result.checks else "NO: " + "; ".join(result.checks))
-    )
+    ctx.echo(report.blast_line(label, row))
     if result.checks:
         raise BenchError(f"{label}: not exactly once: " + "; ".join(result.checks))
     return row
@@ -509,14 +477,6 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
-def _per_node(counter: dict[Any, int], steps: int) -> dict[str, float]:
-    def key(k: Any) -> str:
-        return " ".join(k) if isinstance(k, tuple) else str(k)
-
-    ordered = sorted(counter.items(), key=lambda kv: (-kv[1], key(kv[0])))
-    return {key(k): round(v / steps, 3) for k, v in ordered if v}
-
-
 def build_rows(
     ctx: Context, inproc: Inproc, brokers: dict[str, BrokerRuns], growth: Growth
 ) -> list[dict[str, Any]]:
@@ -574,14 +534,20 @@ def build_rows(
                 row["db_roundtrips_source"] = "wire" if wire is not None else "formula"
                 row["redis_roundtrips_per_node"] = counts.per_node(counts.redis_roundtrips)
                 row["counted_steps"] = counts.steps
-                row["statements_by_kind_per_node"] = _per_node(counts.by_kind, counts.steps)
-                row["statements_by_table_per_node"] = _per_node(counts.by_table, counts.steps)
-                row["statements_by_kind_table_per_node"] = _per_node(counts.pairs, counts.steps)
+                row["statements_by_kind_per_node"] = report.per_node(counts.by_kind, counts.steps)
+                row["statements_by_table_per_node"] = report.per_node(counts.by_table, counts.steps)
+                row["statements_by_kind_table_per_node"] = report.per_node(
+                    counts.pairs, counts.steps
+                )
                 row["statements_by_node_type"] = {
                     t: round(sum(v) / len(v), 3) for t, v in sorted(counts.by_node_type.items())
                 }
-                row["wire_simple_queries_per_node"] = _per_node(counts.wire_queries, counts.steps)
-                row["redis_commands_per_node"] = _per_node(counts.redis_commands, counts.steps)
+                row["wire_simple_queries_per_node"] = report.per_node(
+                    counts.wire_queries, counts.steps
+                )
+                row["redis_commands_per_node"] = report.per_node(
+                    counts.redis_commands, counts.steps
+                )
                 row["node_tenant_statements"] = counts.node_tenant_statements
                 row["inproc_cache_hit_ratio"] = counts.cache_hit_ratio
                 if mode in inproc.pgss:
@@ -593,48 +559,6 @@ def build_rows(
                 row["growth_p50_large_ms"] = growth.p50_large[mode] * 1000
             rows.append(row)
     return rows
-
-
-def breakdown(inproc: Inproc) -> str:
-    lines = []
-    for mode in DB_MODES:
-        c = inproc.counts[mode]
-        pairs = ", ".join(f"{k} {v:.2f}" for k, v in _per_node(c.pairs, c.steps).items())
-        types = ", ".join(f"{t} {sum(v) / len(v):.1f}" for t, v in sorted(c.by_node_type.items()))
-        simple = ", ".join(f"{k} {v:.2f}" for k, v in _per_node(c.wire_queries, c.steps).items())
-        wire = (
-            f"{c.wire_roundtrips_per_node:.2f} round trips on the wire"
-            + (f" ({simple} as simple queries)" if simple else " (no BEGIN or COMMIT)")
-            if c.wire_roundtrips is not None
-            else f"wire trace unavailable ({c.wire_note})"
-        )
-        redis_part = (
-            ", ".join(f"{k} {v:.2f}" for k, v in _per_node(c.redis_commands, c.steps).items())
-            or "none"
-        )
-        pg = inproc.pg_cpu.get(mode)
-        cpu = f"    CPU per node (timing pass): client {inproc.cpu[mode] * 1000:.2f} ms" + (
-            f", PostgreSQL backend {pg * 1000:.2f} ms" if pg is not None else ""
-        )
-        lines += [
-            f"  {mode} ({c.steps} steps counted): {c.statements_per_node:.2f} statements + "
-            f"{c.per_node(c.commits):.2f} COMMIT per node; {wire}",
-            f"    by kind and table: {pairs}",
-            f"    statements by node type: {types}",
-            cpu,
-            *(
-                [f"    pg_stat_statements: {inproc.pgss[mode] / c.steps:.2f} calls per node"]
-                if mode in inproc.pgss
-                else []
-            ),
-            f"    Redis per node: {redis_part}"
-            + (
-                f"; cache hit ratio {c.cache_hit_ratio:.3f}"
-                if c.cache_hit_ratio is not None
-                else ""
-            ),
-        ]
-    return "\n".join(lines)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -741,17 +665,7 @@ def _measure(
         f"machine: {os.cpu_count()} CPUs, 1-minute load average {ctx.load_start:.2f} at the start "
         f"and {os.getloadavg()[0]:.2f} at the end (anything near the CPU count means noisy times)"
     )
-    text = "\n".join(
-        [
-            *sections,
-            "notes:",
-            *(f"  - {n}" for n in ctx.notes),
-            "",
-            "goals:",
-            report.goals_text(results),
-        ]
-    )
-    return Outcome(rows, results, text)
+    return Outcome(rows, results, report.summary(sections, ctx.notes, results))
 
 
 def _measure_classic(
@@ -789,7 +703,7 @@ def _measure_classic(
         report.table(rows),
         "",
         "per node execution (in-process, warm cache):",
-        breakdown(inproc),
+        report.breakdown(inproc.counts, inproc.cpu, inproc.pg_cpu, inproc.pgss),
         "",
     ]
     return rows, results, text

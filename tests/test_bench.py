@@ -17,9 +17,9 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from bench.measure import percentile
 from bench.report import REQUIRED_KEYS, goals, goals_text, table
 from bench.run import parse_brokers, parse_modes
+from bench.stats import percentile
 from tests.services import PG_ADMIN_URL, REDIS_URL, require
 
 ROOT = Path(__file__).resolve().parent.parent

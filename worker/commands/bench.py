@@ -154,8 +154,9 @@ def bench(
 ) -> None:
     """Benchmark the step engine: naive (the seed's before code), optimized (production) and
     ceiling (a no-op task), in-process and end to end through real `celery worker` processes."""
-    from bench.measure import BenchError
+    from bench.errors import BenchError
     from bench.run import Options, parse_brokers, parse_modes, run_and_write
+    from bench.worker_process import BrokerNamespaceError, WorkerError
 
     for name, value in (
         ("--contacts", contacts),
@@ -213,5 +214,5 @@ def bench(
     )
     try:
         run_and_write(options, json_path, chart_path, click.echo)
-    except BenchError as exc:
+    except (BenchError, BrokerNamespaceError, WorkerError) as exc:
         raise click.ClickException(str(exc)) from exc
