@@ -461,7 +461,10 @@ def blast_table(rows: Sequence[Row]) -> str:
         lines.append(f"  {r['broker']} events {events}: {parts}")
         lines.append(
             f"    enroll {_fmt(r['statements_per_enroll'], '.2f')} statements per task, "
-            f"deliveries {_fmt(r['statements_per_delivery_batch'], '.2f')} per batch task"
+            f"deliveries {_fmt(r['statements_per_delivery_batch'], '.2f')} per batch task; "
+            f"worker CPU per node execution {_fmt(r.get('worker_cpu_ms_per_execution'), '.3f')}"
+            " ms; "
+            f"load {r.get('load_avg_1m_start')} -> {r.get('load_avg_1m_end')}"
         )
     return "\n".join(lines)
 

@@ -409,6 +409,7 @@ def measure_blast(ctx: Context, kind: str, task_events: bool) -> dict[str, Any]:
             if cpu_before is not None and cpu_after is not None and result.executions
             else None
         ),
+        blast_wall_ms_per_execution=result.seconds * 1000 / result.executions,
         ceiling_tasks=ceiling.executions,
     )
     ctx.echo(report.blast_line(label, row))
