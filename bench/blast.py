@@ -10,6 +10,7 @@ counted in the worker children by the probe (bench/probe.py), per batch task.
 
 from __future__ import annotations
 
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -156,6 +157,9 @@ class BlastResult:
     # Each batch task's statement count, by node type: the median is the steady state (a cold
     # cache's node and tenant reads land on the first batches only).
     statement_samples: dict[str, list[int]] = field(default_factory=dict)
+    # Each task's time in the worker child (task_prerun to task_postrun), seconds, by node type.
+    service_samples: dict[str, list[float]] = field(default_factory=dict)
+    sql_samples: dict[str, list[float]] = field(default_factory=dict)
     checks: list[str] = field(default_factory=list)
     messages_sent: int = 0
     rss_start_kb: dict[int, int] = field(default_factory=dict)
@@ -188,6 +192,21 @@ class BlastResult:
             return None
         mid = len(values) // 2
         return float(values[mid]) if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    def service_ms(self, node_type: str) -> float | None:
+        """Median time of one task of this kind in the worker child, in ms."""
+        values = self.service_samples.get(node_type)
+        return statistics.median(values) * 1000 if values else None
+
+    def sql_ms(self, node_type: str) -> float | None:
+        """Median time one task of this kind spent in its SQL statements, in ms."""
+        values = self.sql_samples.get(node_type)
+        return statistics.median(values) * 1000 if values else None
+
+    @property
+    def busy_seconds(self) -> float:
+        """Task time summed over every task of the run, in the children."""
+        return sum(sum(v) for v in self.service_samples.values())
 
     def max_per_batch(self, node_type: str) -> int | None:
         values = self.statement_samples.get(node_type)
@@ -284,6 +303,8 @@ def run_blast(
         ):
             counter[key] = counter.get(key, 0) + value
         result.statement_samples.setdefault(key, []).append(s.statements)
+        result.service_samples.setdefault(key, []).append(s.service)
+        result.sql_samples.setdefault(key, []).append(s.sql_seconds)
     return result
 
 

@@ -7,9 +7,10 @@ time; after the task returns, one tab-separated line per task is appended to a f
 process under BENCH_SAMPLES_DIR:
 
     run  task  enqueued_at  started_at  committed_at  finished_at  statements  commits
-    publishes  node_id  contacts
+    publishes  node_id  contacts  sql_seconds
 
-statements counts the SQL statements the task sent (SQLAlchemy cursor executions), commits its
+statements counts the SQL statements the task sent (SQLAlchemy cursor executions) and sql_seconds
+the wall time spent in them (execute to result, the server's work and the wire), commits its
 COMMITs, publishes its messages; node_id and contacts (the batch size) come from the task's
 kwargs, empty and 0 where the task has none.
 
@@ -55,6 +56,7 @@ class Sample:
     publishes: int = 0
     node_id: str = ""
     contacts: int = 0
+    sql_seconds: float = 0.0
 
     @property
     def latency(self) -> float:
@@ -96,6 +98,7 @@ def _before_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
 def _prerun(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     request = getattr(task, "request", None)
     _local.statements = _local.commits = _local.publishes = 0
+    _local.sql_seconds = 0.0
     kwargs = kwargs or {}
     _local.node_id = str(kwargs.get("node_id") or "")
     batch = kwargs.get("journey_contacts") or kwargs.get("contact_ids") or kwargs.get("message_ids")
@@ -128,6 +131,7 @@ def _postrun(task: Any = None, **_: Any) -> None:
         getattr(_local, "publishes", 0),
         getattr(_local, "node_id", ""),
         getattr(_local, "contacts", 0),
+        repr(getattr(_local, "sql_seconds", 0.0)),
     )
     line = (
         f"{run}\t{task.name}\t{enqueued!r}\t{started!r}\t{committed!r}\t{finished!r}\t"
@@ -174,9 +178,13 @@ def _on_commit(_conn: Any) -> None:
 
 def _on_statement(*_: Any) -> None:
     _local.statements = getattr(_local, "statements", 0) + 1
+    _local.statement_started = time.perf_counter()
 
 
 def _after_statement(conn: Any, *_: Any) -> None:
+    started = getattr(_local, "statement_started", None)
+    if started is not None:
+        _local.sql_seconds = getattr(_local, "sql_seconds", 0.0) + time.perf_counter() - started
     # An autocommit statement (the step store's) commits as it returns.
     if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
         _local.committed_at = time.time()
@@ -224,7 +232,15 @@ class SampleReader:
                 times = [float(t) for t in fields[:4]]
                 statements, commits, publishes = (int(v) for v in fields[4:7])
                 sample = Sample(
-                    run, task, *times, statements, commits, publishes, *fields[7:8], int(fields[8])
+                    run,
+                    task,
+                    *times,
+                    statements,
+                    commits,
+                    publishes,
+                    fields[7],
+                    int(fields[8]),
+                    float(fields[9]),
                 )
                 self.samples.setdefault(run, []).append(sample)
 

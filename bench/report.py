@@ -411,6 +411,17 @@ def blast_row(broker: str, task_events: bool, result: Any, ceiling_per_s: float)
             t: result.per_batch(result.publishes, t) for t in BLAST_BATCH_TYPES
         },
         "batches": {t: result.tasks.get(t, 0) for t in BLAST_BATCH_TYPES},
+        "task_ms_median": {
+            t: result.service_ms(t)
+            for t in (*BLAST_BATCH_TYPES, "journeys.enroll", "journeys.deliver_messages")
+        },
+        "task_sql_ms_median": {
+            t: result.sql_ms(t)
+            for t in (*BLAST_BATCH_TYPES, "journeys.enroll", "journeys.deliver_messages")
+        },
+        "children_busy_share": result.busy_seconds / (result.seconds * 2)
+        if result.seconds
+        else None,
         "mean_batch_contacts": result.mean_batch,
         "tasks": dict(result.tasks),
         "statements_per_enroll": result.per_batch(result.statements, "journeys.enroll"),
@@ -465,6 +476,14 @@ def blast_table(rows: Sequence[Row]) -> str:
             f"worker CPU per node execution {_fmt(r.get('worker_cpu_ms_per_execution'), '.3f')}"
             " ms; "
             f"load {r.get('load_avg_1m_start')} -> {r.get('load_avg_1m_end')}"
+        )
+        lines.append(
+            "    task time in the child, median ms (of it in SQL): "
+            + ", ".join(
+                f"{t} {_fmt(v, '.1f')} ({_fmt(r['task_sql_ms_median'][t], '.1f')})"
+                for t, v in r["task_ms_median"].items()
+            )
+            + f"; children busy {_fmt(r['children_busy_share'], '.0%')} of the run"
         )
     return "\n".join(lines)
 
