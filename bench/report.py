@@ -507,7 +507,13 @@ def blast_goals(rows: Sequence[Row]) -> list[tuple[str, bool | None, str]]:
             (
                 f"blast >={BLAST_MIN_RATIO:.0f}x the no-op ceiling ({where})",
                 ratio is not None and ratio >= BLAST_MIN_RATIO,
-                f"{r['e2e_per_s']:.0f}/s vs ceiling {r['ceiling_per_s']:.0f}/s: {ratio:.2f}x",
+                f"{r['e2e_per_s']:.0f}/s vs ceiling {r['ceiling_per_s']:.0f}/s: {ratio:.2f}x"
+                + (
+                    f" (ceiling {r['ceiling_before_per_s']:.0f}/s before, "
+                    f"{r['ceiling_after_per_s']:.0f}/s after)"
+                    if r.get("ceiling_before_per_s") is not None
+                    else ""
+                ),
             )
         )
         medians = r["statements_per_batch_median"]

@@ -82,9 +82,10 @@ import click
 @click.option(
     "--blast-ceiling-contacts",
     type=click.IntRange(min=1),
-    default=500,
+    default=1000,
     show_default=True,
-    help="Contacts walked by the no-op ceiling task before each blast (4 tasks each).",
+    help="Contacts walked by the no-op ceiling task before and after each blast (4 tasks each; "
+    "the ratio uses the mean of the two).",
 )
 @click.option(
     "--blast-warmup-contacts",
