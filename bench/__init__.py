@@ -8,7 +8,14 @@ Everything benchmark-specific lives here, never in the product packages:
 - bench.probe      enqueue-to-commit timestamps, carried in message headers
 - bench.celery_app `celery -A bench.celery_app worker`: the product app plus the bench tasks
 - bench.seed       the isolated database, the journey, contacts, and COPY-loaded history
-- bench.measure    statement, round-trip and Redis counters; the in-process and e2e runs
+- bench.counters   statement, round-trip and Redis counters (and pg_stat_statements)
+- bench.walkers    each mode's step in process, walking contacts through the journey
+- bench.effects    what a run left in the database, and the check that it is complete
+- bench.e2e        end to end through a real worker, timed from the probe's samples
+- bench.blast      N contacts through journeys.enroll, batches end to end, exactly once
+- bench.proc       /proc readings: CPU, RSS, PostgreSQL backends
+- bench.worker_process  the worker-process rig shared with tests/worker_process.py
+- bench.stats, bench.errors  percentiles; the bench's error
 - bench.report     the table, the JSON, the chart and the goals
 - bench.run        the orchestration, called by worker/commands/bench.py
 """

@@ -6,7 +6,13 @@ worker child, the last SQLAlchemy commit of the task (or the ceiling task's mark
 time; after the task returns, one tab-separated line per task is appended to a file of that
 process under BENCH_SAMPLES_DIR:
 
-    run  task  enqueued_at  started_at  committed_at  finished_at
+    run  task  enqueued_at  started_at  committed_at  finished_at  statements  commits
+    publishes  node_id  contacts  sql_seconds
+
+statements counts the SQL statements the task sent (SQLAlchemy cursor executions) and sql_seconds
+the wall time spent in them (execute to result, the server's work and the wire), commits its
+COMMITs, publishes its messages; node_id and contacts (the batch size) come from the task's
+kwargs, empty and 0 where the task has none.
 
 Installed by bench.celery_app only when BENCH_SAMPLES_DIR is set; costs one small write per task.
 """
@@ -45,6 +51,12 @@ class Sample:
     started_at: float
     committed_at: float
     finished_at: float
+    statements: int = 0
+    commits: int = 0
+    publishes: int = 0
+    node_id: str = ""
+    contacts: int = 0
+    sql_seconds: float = 0.0
 
     @property
     def latency(self) -> float:
@@ -74,6 +86,7 @@ def mark_commit() -> None:
 
 
 def _before_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    _local.publishes = getattr(_local, "publishes", 0) + 1
     if headers is None:
         return
     headers[HEADER_ENQUEUED] = time.time()
@@ -82,8 +95,14 @@ def _before_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
         headers[HEADER_RUN] = run
 
 
-def _prerun(task: Any = None, **_: Any) -> None:
+def _prerun(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     request = getattr(task, "request", None)
+    _local.statements = _local.commits = _local.publishes = 0
+    _local.sql_seconds = 0.0
+    kwargs = kwargs or {}
+    _local.node_id = str(kwargs.get("node_id") or "")
+    batch = kwargs.get("journey_contacts") or kwargs.get("contact_ids") or kwargs.get("message_ids")
+    _local.contacts = len(batch) if isinstance(batch, list) else (1 if _local.node_id else 0)
     _local.run = request.get(HEADER_RUN) if request is not None else None
     _local.enqueued_at = request.get(HEADER_ENQUEUED) if request is not None else None
     _local.committed_at = None
@@ -106,7 +125,19 @@ def _postrun(task: Any = None, **_: Any) -> None:
     finished = time.time()
     committed = getattr(_local, "committed_at", None) or finished
     started = getattr(_local, "started_at", finished)
-    line = f"{run}\t{task.name}\t{enqueued!r}\t{started!r}\t{committed!r}\t{finished!r}\n"
+    counts = (
+        getattr(_local, "statements", 0),
+        getattr(_local, "commits", 0),
+        getattr(_local, "publishes", 0),
+        getattr(_local, "node_id", ""),
+        getattr(_local, "contacts", 0),
+        repr(getattr(_local, "sql_seconds", 0.0)),
+    )
+    line = (
+        f"{run}\t{task.name}\t{enqueued!r}\t{started!r}\t{committed!r}\t{finished!r}\t"
+        + "\t".join(str(c) for c in counts)
+        + "\n"
+    )
     _local.run = None
     fd = getattr(_local, "fd", None)
     if fd is None or getattr(_local, "pid", None) != os.getpid():
@@ -142,6 +173,21 @@ def dump_profiles(*_: Any, **__: Any) -> None:
 
 def _on_commit(_conn: Any) -> None:
     _local.committed_at = time.time()
+    _local.commits = getattr(_local, "commits", 0) + 1
+
+
+def _on_statement(*_: Any) -> None:
+    _local.statements = getattr(_local, "statements", 0) + 1
+    _local.statement_started = time.perf_counter()
+
+
+def _after_statement(conn: Any, *_: Any) -> None:
+    started = getattr(_local, "statement_started", None)
+    if started is not None:
+        _local.sql_seconds = getattr(_local, "sql_seconds", 0.0) + time.perf_counter() - started
+    # An autocommit statement (the step store's) commits as it returns.
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        _local.committed_at = time.time()
 
 
 def install() -> None:
@@ -154,6 +200,8 @@ def install() -> None:
         task_prerun.connect(_prerun, weak=False)
         task_postrun.connect(_postrun, weak=False)
         event.listen(Engine, "commit", _on_commit)
+        event.listen(Engine, "before_cursor_execute", _on_statement)
+        event.listen(Engine, "after_cursor_execute", _after_statement)
         if os.environ.get(PROFILE_ENV):
             global _profiles
             _profiles = {}
@@ -180,9 +228,25 @@ class SampleReader:
                 continue
             self._offsets[path] = offset + end
             for raw in data[:end].decode().splitlines():
-                run, task, *times = raw.split("\t")
-                sample = Sample(run, task, *(float(t) for t in times))
+                run, task, *fields = raw.split("\t")
+                times = [float(t) for t in fields[:4]]
+                statements, commits, publishes = (int(v) for v in fields[4:7])
+                sample = Sample(
+                    run,
+                    task,
+                    *times,
+                    statements,
+                    commits,
+                    publishes,
+                    fields[7],
+                    int(fields[8]),
+                    float(fields[9]),
+                )
                 self.samples.setdefault(run, []).append(sample)
 
-    def count(self, run: str) -> int:
-        return len(self.samples.get(run, ()))
+    def count(self, run: str, tasks: tuple[str, ...] | None = None) -> int:
+        """Samples of this run (of these task names only, if given)."""
+        found = self.samples.get(run, ())
+        if tasks is None:
+            return len(found)
+        return sum(1 for s in found if s.task in tasks)

@@ -7,41 +7,30 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from bench import probe, report
-from bench.measure import (
-    MODES,
-    BenchError,
+from bench.blast import EXECUTIONS_PER_CONTACT, run_blast, seed_blast, verify
+from bench.counters import (
     Counts,
-    E2EResult,
-    PgBackendCpu,
-    StepFn,
-    WorkerProcess,
-    broker_namespace,
     cache_lookups,
-    ceiling_inprocess,
-    check_walked,
     count_pass,
-    e2e_run,
-    effects,
-    median,
-    naive_step,
-    optimized_step,
-    percentile,
     pg_stat_statements_calls,
     pg_stat_statements_status,
-    proc_cpu_seconds,
-    time_pass,
-    walk,
 )
+from bench.e2e import MODES, E2EResult, e2e_run, start_bench_worker
+from bench.effects import check_walked, effects
+from bench.errors import BenchError
+from bench.proc import PgBackendCpu, proc_cpu_seconds, rss_kb
+from bench.report import blast_row
 from bench.seed import (
     BenchJourney,
     create_database,
@@ -52,16 +41,24 @@ from bench.seed import (
     seed_walkers,
     server_url,
 )
+from bench.stats import median, percentile
+from bench.walkers import StepFn, ceiling_inprocess, naive_step, optimized_step, time_pass, walk
+from bench.worker_process import broker_namespace
 from cache import CacheSettings, JourneyCache, build_cache, use_cache
 from db import engine as db_engine
 from db.migrate import upgrade
 from db.settings import DbSettings
+from tasks import names
 from tasks.settings import EngineSettings, engine_settings
 from worker.app import create_app
 from worker.settings import WorkerSettings
 
 Echo = Callable[[str], None]
 DB_MODES = ("naive", "optimized")
+ALL_MODES = (*MODES, "blast")
+# Celery's broker_url prefers these variables over the URL the app was given: the bench's own
+# publisher must never follow them to the user's broker while its worker listens on the bench's.
+BROKER_ENV = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL")
 
 
 @dataclass(frozen=True)
@@ -85,6 +82,17 @@ class Options:
     profile: Path | None = None
     worker_profile: Path | None = None
     logs: Path | None = None
+    modes: tuple[str, ...] = ALL_MODES
+    blast_contacts: int = 20_000
+    blast_ceiling_contacts: int = 1000
+    blast_warmup_contacts: int = 400
+    # Task events (WORKER_SEND_TASK_EVENTS) for the blast and its ceiling: each value is a run.
+    task_events: tuple[bool, ...] = (False,)
+
+    @property
+    def classic(self) -> bool:
+        """Whether any of naive, optimized, ceiling (and so the in-process phases) runs."""
+        return any(m in MODES for m in self.modes)
 
 
 @dataclass
@@ -221,7 +229,32 @@ class BrokerRuns:
         return self.cache_hits / lookups if lookups else None
 
 
-def worker_env(ctx: Context, broker_url: str, samples: Path) -> dict[str, str]:
+@contextmanager
+def without_broker_env() -> Iterator[None]:
+    """The bench process without CELERY_BROKER_URL and friends while it runs (restored after)."""
+    saved = {k: os.environ.pop(k) for k in BROKER_ENV if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def publisher_app(url: str, task_events: bool = False) -> Celery:
+    """The product's app, publishing to exactly `url`: the read and write URLs are set
+    explicitly, which Celery prefers over CELERY_BROKER_URL (it prefers the variable over the
+    URL given to Celery(...) itself)."""
+    settings = WorkerSettings(broker_url=url).model_copy(update={"task_events": task_events})
+    app = create_app(settings)
+    from bench.celery_app import configure
+
+    configure(app)
+    app.conf.broker_url = app.conf.broker_read_url = app.conf.broker_write_url = url
+    return app
+
+
+def worker_env(
+    ctx: Context, broker_url: str, samples: Path, task_events: bool = False
+) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -233,6 +266,8 @@ def worker_env(ctx: Context, broker_url: str, samples: Path) -> dict[str, str]:
         REDIS_URL=ctx.options.redis_url,
         CACHE_KEY_PREFIX=ctx.cache_prefix,
         PYTHONUNBUFFERED="1",
+        WORKER_SEND_TASK_EVENTS="1" if task_events else "0",
+        SMS_PROVIDER="log",
     )
     env[probe.SAMPLES_ENV] = str(samples)
     if ctx.options.worker_profile is not None:
@@ -260,16 +295,13 @@ def measure_broker(ctx: Context, kind: str) -> BrokerRuns:
         tmp = Path(scratch) if o.logs is None else o.logs / kind
         samples = tmp / "samples"
         samples.mkdir(parents=True, exist_ok=True)
-        worker = WorkerProcess(
+        worker = start_bench_worker(
             worker_env(ctx, url, samples),
             tmp / "worker.log",
             concurrency=o.concurrency,
             loglevel=o.worker_loglevel,
         )
-        app = create_app(WorkerSettings(broker_url=url))
-        from bench.celery_app import configure
-
-        configure(app)
+        app = publisher_app(url)
         reader = probe.SampleReader(samples)
 
         def once(mode: str, contacts: int, timeout: float) -> E2EResult:
@@ -300,27 +332,100 @@ def measure_broker(ctx: Context, kind: str) -> BrokerRuns:
                         after = cache_lookups(ctx.cache)
                         result.cache_hits += after[0] - before[0]
                         result.cache_misses += after[1] - before[1]
-                    last = result.runs[mode][-1]
-                    ctx.echo(
-                        f"   {kind:<8} {mode:<9} round {r + 1}: {last.executions} steps in "
-                        f"{last.seconds:.2f}s = {last.per_s:.0f}/s, enqueue-to-commit "
-                        f"p50 {last.latency_ms(50):.1f} ms p99 {last.latency_ms(99):.1f} ms; "
-                        f"task in the child p50 {last.service_ms(50):.1f} ms"
-                        + (
-                            f", worker CPU {last.worker_cpu_per_step * 1000:.1f} ms/step"
-                            if last.worker_cpu_per_step is not None
-                            else ""
-                        )
-                        + (
-                            f", PostgreSQL CPU {last.pg_cpu_per_step * 1000:.1f} ms/step"
-                            if last.pg_cpu_per_step is not None
-                            else ""
-                        )
-                    )
+                    ctx.echo(report.e2e_line(kind, mode, r + 1, result.runs[mode][-1]))
         finally:
             worker.stop()
             app.close()
     return result
+
+
+def measure_blast(ctx: Context, kind: str, task_events: bool) -> dict[str, Any]:
+    """One worker on `kind` with task events on or off: the chained no-op ceiling, a warm-up
+    blast, then the blast of --blast-contacts, verified exactly once. Returns its row."""
+    o = ctx.options
+    events = "on" if task_events else "off"
+    label = f"blast {kind} events {events}"
+    probe.install()
+    with (
+        broker_namespace(kind, o.redis_url, o.rabbitmq_url) as url,
+        tempfile.TemporaryDirectory(prefix=f"jw-blast-{kind}-") as scratch,
+    ):
+        tmp = Path(scratch) if o.logs is None else o.logs / f"blast-{kind}-events-{events}"
+        samples = tmp / "samples"
+        samples.mkdir(parents=True, exist_ok=True)
+        worker = start_bench_worker(
+            worker_env(ctx, url, samples, task_events),
+            tmp / "worker.log",
+            concurrency=o.concurrency,
+            loglevel=o.worker_loglevel,
+        )
+        app = publisher_app(url, task_events)
+        reader = probe.SampleReader(samples)
+        enroll_size = ctx.settings.enroll_max_contacts
+        try:
+            ceiling_journey = BenchJourney(
+                ctx.journey.tenant_id,
+                ctx.journey.journey_id,
+                tuple(uuid.uuid4() for _ in range(EXECUTIONS_PER_CONTACT)),
+                ("noop",) * EXECUTIONS_PER_CONTACT,
+            )
+            # The ceiling's warm-up doubles as the readiness check (it needs no database).
+            warm = [uuid.uuid4() for _ in range(max(1, min(20, o.blast_ceiling_contacts)))]
+            e2e_run(app, reader, worker, "ceiling", ceiling_journey, warm, max(o.timeout, 120))
+
+            def ceiling_run(when: str) -> E2EResult:
+                jc_ids = [uuid.uuid4() for _ in range(o.blast_ceiling_contacts)]
+                run = e2e_run(app, reader, worker, "ceiling", ceiling_journey, jc_ids, o.timeout)
+                ctx.echo(
+                    f"   {label}: ceiling {when}: {run.executions} no-op tasks in "
+                    f"{run.seconds:.2f}s = {run.per_s:.0f}/s"
+                )
+                return run
+
+            ceiling_before = ceiling_run("before")
+            if o.blast_warmup_contacts:
+                warm_journey = seed_blast(ctx.engine, ctx.db_url, o.blast_warmup_contacts)
+                run_blast(
+                    app, reader, worker, ctx.engine, warm_journey,
+                    enroll_size=enroll_size, timeout=o.timeout, echo=ctx.echo,
+                    label=f"{label} warm-up",
+                )  # fmt: skip
+            journey = seed_blast(ctx.engine, ctx.db_url, o.blast_contacts)
+            rss_start = rss_kb(worker.children())
+            cpu_before = worker.cpu_seconds()
+            load_start = os.getloadavg()[0]
+            result = run_blast(
+                app, reader, worker, ctx.engine, journey,
+                enroll_size=enroll_size, timeout=o.timeout, echo=ctx.echo, label=label,
+            )  # fmt: skip
+            cpu_after = worker.cpu_seconds()
+            result.rss_start_kb, result.rss_end_kb = rss_start, rss_kb(worker.children())
+            load_end = os.getloadavg()[0]
+            result.checks = verify(ctx.engine, journey)
+            # The machine's load moves in minutes: the ceiling around the blast, averaged.
+            ceiling_after = ceiling_run("after")
+        finally:
+            worker.stop()
+            app.close()
+    ceiling_per_s = (ceiling_before.per_s + ceiling_after.per_s) / 2
+    row = blast_row(kind, task_events, result, ceiling_per_s)
+    row.update(
+        load_avg_1m_start=round(load_start, 2),
+        load_avg_1m_end=round(load_end, 2),
+        worker_cpu_ms_per_execution=(
+            (cpu_after - cpu_before) * 1000 / result.executions
+            if cpu_before is not None and cpu_after is not None and result.executions
+            else None
+        ),
+        blast_wall_ms_per_execution=result.seconds * 1000 / result.executions,
+        ceiling_tasks=ceiling_before.executions,
+        ceiling_before_per_s=ceiling_before.per_s,
+        ceiling_after_per_s=ceiling_after.per_s,
+    )
+    ctx.echo(report.blast_line(label, row))
+    if result.checks:
+        raise BenchError(f"{label}: not exactly once: " + "; ".join(result.checks))
+    return row
 
 
 @dataclass
@@ -383,14 +488,6 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
-def _per_node(counter: dict[Any, int], steps: int) -> dict[str, float]:
-    def key(k: Any) -> str:
-        return " ".join(k) if isinstance(k, tuple) else str(k)
-
-    ordered = sorted(counter.items(), key=lambda kv: (-kv[1], key(kv[0])))
-    return {key(k): round(v / steps, 3) for k, v in ordered if v}
-
-
 def build_rows(
     ctx: Context, inproc: Inproc, brokers: dict[str, BrokerRuns], growth: Growth
 ) -> list[dict[str, Any]]:
@@ -448,14 +545,20 @@ def build_rows(
                 row["db_roundtrips_source"] = "wire" if wire is not None else "formula"
                 row["redis_roundtrips_per_node"] = counts.per_node(counts.redis_roundtrips)
                 row["counted_steps"] = counts.steps
-                row["statements_by_kind_per_node"] = _per_node(counts.by_kind, counts.steps)
-                row["statements_by_table_per_node"] = _per_node(counts.by_table, counts.steps)
-                row["statements_by_kind_table_per_node"] = _per_node(counts.pairs, counts.steps)
+                row["statements_by_kind_per_node"] = report.per_node(counts.by_kind, counts.steps)
+                row["statements_by_table_per_node"] = report.per_node(counts.by_table, counts.steps)
+                row["statements_by_kind_table_per_node"] = report.per_node(
+                    counts.pairs, counts.steps
+                )
                 row["statements_by_node_type"] = {
                     t: round(sum(v) / len(v), 3) for t, v in sorted(counts.by_node_type.items())
                 }
-                row["wire_simple_queries_per_node"] = _per_node(counts.wire_queries, counts.steps)
-                row["redis_commands_per_node"] = _per_node(counts.redis_commands, counts.steps)
+                row["wire_simple_queries_per_node"] = report.per_node(
+                    counts.wire_queries, counts.steps
+                )
+                row["redis_commands_per_node"] = report.per_node(
+                    counts.redis_commands, counts.steps
+                )
                 row["node_tenant_statements"] = counts.node_tenant_statements
                 row["inproc_cache_hit_ratio"] = counts.cache_hit_ratio
                 if mode in inproc.pgss:
@@ -467,48 +570,6 @@ def build_rows(
                 row["growth_p50_large_ms"] = growth.p50_large[mode] * 1000
             rows.append(row)
     return rows
-
-
-def breakdown(inproc: Inproc) -> str:
-    lines = []
-    for mode in DB_MODES:
-        c = inproc.counts[mode]
-        pairs = ", ".join(f"{k} {v:.2f}" for k, v in _per_node(c.pairs, c.steps).items())
-        types = ", ".join(f"{t} {sum(v) / len(v):.1f}" for t, v in sorted(c.by_node_type.items()))
-        simple = ", ".join(f"{k} {v:.2f}" for k, v in _per_node(c.wire_queries, c.steps).items())
-        wire = (
-            f"{c.wire_roundtrips_per_node:.2f} round trips on the wire"
-            + (f" ({simple} as simple queries)" if simple else " (no BEGIN or COMMIT)")
-            if c.wire_roundtrips is not None
-            else f"wire trace unavailable ({c.wire_note})"
-        )
-        redis_part = (
-            ", ".join(f"{k} {v:.2f}" for k, v in _per_node(c.redis_commands, c.steps).items())
-            or "none"
-        )
-        pg = inproc.pg_cpu.get(mode)
-        cpu = f"    CPU per node (timing pass): client {inproc.cpu[mode] * 1000:.2f} ms" + (
-            f", PostgreSQL backend {pg * 1000:.2f} ms" if pg is not None else ""
-        )
-        lines += [
-            f"  {mode} ({c.steps} steps counted): {c.statements_per_node:.2f} statements + "
-            f"{c.per_node(c.commits):.2f} COMMIT per node; {wire}",
-            f"    by kind and table: {pairs}",
-            f"    statements by node type: {types}",
-            cpu,
-            *(
-                [f"    pg_stat_statements: {inproc.pgss[mode] / c.steps:.2f} calls per node"]
-                if mode in inproc.pgss
-                else []
-            ),
-            f"    Redis per node: {redis_part}"
-            + (
-                f"; cache hit ratio {c.cache_hit_ratio:.3f}"
-                if c.cache_hit_ratio is not None
-                else ""
-            ),
-        ]
-    return "\n".join(lines)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -551,6 +612,7 @@ def run(options: Options, echo: Echo = print) -> Outcome:
         cleanup.callback(db_engine.use_engine, None)
         use_cache(cache)
         cleanup.callback(use_cache, None)
+        cleanup.enter_context(without_broker_env())
         return _measure(options, engine, cache, db_url, cache_prefix, echo, monitor)
     raise AssertionError("unreachable")
 
@@ -582,6 +644,46 @@ def _measure(
     ctx.notes.append(pgss_note)
     done()
 
+    rows: list[dict[str, Any]] = []
+    results: list[tuple[str, bool | None, str]] = []
+    sections: list[str] = [""]
+    if options.classic:
+        classic_rows, classic_goals, classic_text = _measure_classic(ctx, pgss_usable)
+        rows += classic_rows
+        results += classic_goals
+        sections += classic_text
+    if "blast" in options.modes:
+        blast_rows = []
+        for kind in options.brokers:
+            for events in options.task_events:
+                done = _phase(
+                    echo,
+                    f"blast through {kind}, task events {'on' if events else 'off'}: "
+                    f"{options.blast_contacts:,} contacts enrolled with journeys.enroll",
+                )
+                blast_rows.append(measure_blast(ctx, kind, events))
+                done()
+        rows += blast_rows
+        results += report.blast_goals(blast_rows)
+        sections += ["blast (node executions end to end, counted in the worker):"]
+        sections += [report.blast_table(blast_rows), ""]
+        ctx.notes.append(
+            "blast: the worker consumes " + ", ".join(names.WORKER_QUEUES) + " (no beat, so no "
+            "dispatcher); deliveries run (SMS_PROVIDER=log); round trips per node execution are "
+            "statements + COMMITs counted in the children (the step store runs in autocommit)"
+        )
+    ctx.notes.append(
+        f"machine: {os.cpu_count()} CPUs, 1-minute load average {ctx.load_start:.2f} at the start "
+        f"and {os.getloadavg()[0]:.2f} at the end (anything near the CPU count means noisy times)"
+    )
+    return Outcome(rows, results, report.summary(sections, ctx.notes, results))
+
+
+def _measure_classic(
+    ctx: Context, pgss_usable: bool
+) -> tuple[list[dict[str, Any]], list[tuple[str, bool | None, str]], list[str]]:
+    """naive, optimized and ceiling: in process, end to end per broker, then growth."""
+    echo, options = ctx.echo, ctx.options
     done = _phase(echo, "in-process: counts and times (no broker)")
     inproc = measure_inprocess(ctx, pgss_usable)
     if not inproc.effects_equal:
@@ -603,32 +705,19 @@ def _measure(
     done()
 
     rows = build_rows(ctx, inproc, brokers, growth)
-    ctx.notes.append(
-        f"machine: {os.cpu_count()} CPUs, 1-minute load average {ctx.load_start:.2f} at the start "
-        f"and {os.getloadavg()[0]:.2f} at the end (anything near the CPU count means noisy times)"
-    )
     node_tenant = inproc.counts["optimized"].node_tenant_statements
     results = report.goals(rows, node_tenant)
     ctx.notes.append(
-        "deliveries are routed to a queue the bench worker does not consume: every mode's "
-        "worker runs node steps only (messages are still inserted and their delivery published)"
+        "deliveries run in the same worker (SMS_PROVIDER=log); the e2e rates count node steps only"
     )
-    text = "\n".join(
-        [
-            "",
-            report.table(rows),
-            "",
-            "per node execution (in-process, warm cache):",
-            breakdown(inproc),
-            "",
-            "notes:",
-            *(f"  - {n}" for n in ctx.notes),
-            "",
-            "goals:",
-            report.goals_text(results),
-        ]
-    )
-    return Outcome(rows, results, text)
+    text = [
+        report.table(rows),
+        "",
+        "per node execution (in-process, warm cache):",
+        report.breakdown(inproc.counts, inproc.cpu, inproc.pg_cpu, inproc.pgss),
+        "",
+    ]
+    return rows, results, text
 
 
 def run_and_write(
@@ -640,7 +729,9 @@ def run_and_write(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         report.write_json(outcome.rows, json_path)
         echo(f"wrote {json_path}")
-    if chart_path is not None:
+    if chart_path is not None and not options.classic:
+        echo("no chart: it shows naive, optimized and ceiling, and none of them ran")
+    elif chart_path is not None:
         title = (
             f"journey-worker bench: {options.contacts} contacts x {options.nodes} nodes, "
             f"prefork -c {options.concurrency}, {os.cpu_count()} CPUs"
@@ -659,4 +750,21 @@ def parse_brokers(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-__all__: Sequence[str] = ("Options", "Outcome", "parse_brokers", "run", "run_and_write")
+def parse_modes(raw: str) -> tuple[str, ...]:
+    names_ = tuple(m.strip().lower() for m in raw.split(",") if m.strip())
+    unknown = [m for m in names_ if m not in ALL_MODES]
+    if unknown or not names_:
+        raise ValueError(
+            f"unknown mode(s) {', '.join(unknown) or '(none)'}: use {', '.join(ALL_MODES)}"
+        )
+    return tuple(dict.fromkeys(names_))
+
+
+__all__: Sequence[str] = (
+    "Options",
+    "Outcome",
+    "parse_brokers",
+    "parse_modes",
+    "run",
+    "run_and_write",
+)

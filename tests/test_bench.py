@@ -17,12 +17,15 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from bench.measure import percentile
 from bench.report import REQUIRED_KEYS, goals, goals_text, table
-from bench.run import parse_brokers
+from bench.run import parse_brokers, parse_modes
+from bench.stats import percentile
 from tests.services import PG_ADMIN_URL, REDIS_URL, require
 
 ROOT = Path(__file__).resolve().parent.parent
+# Celery's broker_url prefers CELERY_BROKER_URL over the URL an app was given: the bench must
+# publish to its own broker namespace whatever the user's environment says (nothing listens here).
+BOGUS_BROKER = "redis://127.0.0.1:9/0"
 MODES = ("naive", "optimized", "ceiling")
 # Keys that have no meaning for a mode: no cache in naive or ceiling, no database in ceiling.
 NOT_APPLICABLE = {
@@ -56,10 +59,10 @@ def test_bench_runs_at_a_tiny_size_and_reports_every_mode(tmp_path: Path) -> Non
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_", "REDIS_"))
     }
-    env.update(DATABASE_URL=PG_ADMIN_URL, REDIS_URL=REDIS_URL)
+    env.update(DATABASE_URL=PG_ADMIN_URL, REDIS_URL=REDIS_URL, CELERY_BROKER_URL=BOGUS_BROKER)
     tiny = (
         "bench --contacts 5 --nodes 3 --growth-rows 2000 --brokers redis --inproc-contacts 6 "
-        "--growth-contacts 3 --warmup-contacts 2 --timeout 180"
+        "--growth-contacts 3 --warmup-contacts 2 --timeout 180 --modes naive,optimized,ceiling"
     )
     args = [*_cli(), *tiny.split(), "--json", str(out), "--chart", str(chart)]
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
@@ -111,6 +114,58 @@ def test_bench_runs_at_a_tiny_size_and_reports_every_mode(tmp_path: Path) -> Non
     client.close()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_blast_runs_on_both_brokers_exactly_once_with_a_foreign_broker_url_set(
+    tmp_path: Path,
+) -> None:
+    """A tiny blast through journeys.enroll on Redis and RabbitMQ, with CELERY_BROKER_URL
+    pointing at a port nothing listens on: before the fix the bench published there and waited
+    for its timeout. Counts are asserted (statements per batch, executions, exactly once)."""
+    require("PostgreSQL")
+    require("Redis")
+    require("RabbitMQ")
+    out = tmp_path / "blast.json"
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_", "REDIS_"))
+    }
+    # Small batches (the worker reads BATCH_SIZE): several per node, so the median per batch is
+    # the steady state and not a node's first batch, which reads node and tenant into the cache.
+    env.update(
+        DATABASE_URL=PG_ADMIN_URL,
+        REDIS_URL=REDIS_URL,
+        CELERY_BROKER_URL=BOGUS_BROKER,
+        BATCH_SIZE="20",
+    )
+    tiny = (
+        "bench --modes blast --brokers redis,rabbitmq --blast-contacts 150 "
+        "--blast-ceiling-contacts 10 --blast-warmup-contacts 10 --timeout 120"
+    )
+    args = [*_cli(), *tiny.split(), "--json", str(out)]
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    print(done.stdout[-3000:])
+    rows = json.loads(out.read_text())
+    assert sorted(r["broker"] for r in rows) == ["rabbitmq", "redis"]
+    for row in rows:
+        assert row["mode"] == "blast" and row["task_events"] is False, row
+        assert row["exactly_once"] is True, row["checks"]
+        assert row["contacts"] == 150 and row["node_executions"] == 600
+        assert row["e2e_per_s"] > 0 and row["ceiling_per_s"] > 0 and row["ratio_vs_ceiling"] > 0
+        # One read and one write per batch, whatever its size (a cold cache's node and tenant
+        # reads land on a first batch only, so the median is the steady state).
+        assert row["statements_per_batch_median"] == {
+            "send_sms": 2,
+            "update_contact": 2,
+            "condition": 2,
+            "exit": 2,
+        }, row["statements_per_batch"]
+        assert row["statements_per_node"] < 1  # per contact, far below the single path's 2
+        assert row["batches"]["exit"] >= 1 and row["mean_batch_contacts"] > 1
+        assert row["tasks"]["journeys.enroll"] == 1
+    assert "goals:" in done.stdout and "blast exactly once" in done.stdout
+
+
 def test_percentile_interpolates_between_ranks() -> None:
     assert percentile([1.0], 99) == 1.0
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
@@ -122,6 +177,9 @@ def test_parse_brokers_rejects_unknown_names() -> None:
     assert parse_brokers("redis, RabbitMQ,redis") == ("redis", "rabbitmq")
     with pytest.raises(ValueError, match="kafka"):
         parse_brokers("redis,kafka")
+    assert parse_modes("blast, Ceiling,blast") == ("blast", "ceiling")
+    with pytest.raises(ValueError, match="fast"):
+        parse_modes("blast,fast")
 
 
 def _row(mode: str, broker: str, **values: float | None) -> dict:

@@ -1,21 +1,19 @@
 """Real worker processes for end-to-end tests: `celery -A worker worker` as operators run it,
-on a broker namespace (Redis database or RabbitMQ vhost) that only one test uses."""
+on a broker namespace (Redis database or RabbitMQ vhost) that only one test uses. The rig itself
+is bench/worker_process.py, shared with the benchmark; this adds the tests' services and
+defaults."""
 
 from __future__ import annotations
 
 import os
-import random
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
-import redis
-
-from tests.services import RABBITMQ_URL, REDIS_URL, require, unique_name
+from bench.worker_process import WorkerProcess
+from bench.worker_process import broker_namespace as shared_broker_namespace
+from tests.services import RABBITMQ_URL, REDIS_URL, require
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,92 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @contextmanager
 def broker_namespace(kind: str) -> Iterator[str]:
     """A broker URL no other test uses: a flushed Redis database, or a fresh RabbitMQ vhost."""
-    if kind == "redis":
-        require("Redis")
-        # Claim a database number in db 0 so concurrent test runs never share (and flush) one.
-        registry = redis.Redis.from_url(REDIS_URL)
-        token = unique_name("claim")
-        candidates = random.sample(range(1, 16), 15)
-        db = next(
-            (
-                n
-                for n in candidates
-                if registry.set(f"jw:test-broker-db:{n}", token, nx=True, ex=900)
-            ),
-            None,
-        )
-        if db is None:
-            raise RuntimeError("all 15 Redis test databases are claimed by other test runs")
-        url = REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        try:
-            yield url
-        finally:
-            client.flushdb()
-            client.close()
-            if registry.get(f"jw:test-broker-db:{db}") == token.encode():
-                registry.delete(f"jw:test-broker-db:{db}")
-            registry.close()
-        return
-    require("RabbitMQ")
-    vhost = unique_name("jw")
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield RABBITMQ_URL.rstrip("/") + "/" + vhost
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
-
-
-class WorkerProcess:
-    def __init__(self, proc: subprocess.Popen[str], log_path: Path) -> None:
-        self.proc = proc
-        self.log_path = log_path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, needle: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"worker exited ({self.proc.returncode}):\n{self.log()[-4000:]}"
-                )
-            time.sleep(0.1)
-        raise AssertionError(
-            f"{needle!r} not in worker log after {timeout}s:\n{self.log()[-4000:]}"
-        )
-
-    def children(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True
-        ).stdout
-        return [int(pid) for pid in out.split()]
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill_all()
-        return self.proc.returncode
-
-    def kill_all(self) -> None:
-        """SIGKILL the main process and its children at once, as an OOM killer or a host loss."""
-        pids = self.children()
-        for pid in [self.proc.pid, *pids]:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait(10)
+    require("Redis" if kind == "redis" else "RabbitMQ")
+    with shared_broker_namespace(kind, REDIS_URL, RABBITMQ_URL, renew=False) as url:
+        yield url
 
 
 def worker_env(
@@ -142,29 +57,18 @@ def start_worker(
     extra_args: tuple[str, ...] = (),
 ) -> WorkerProcess:
     log_path = log_dir / f"{name}.log"
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
+    worker = WorkerProcess.start(
         "worker",
-        "worker",
-        "--loglevel",
-        "INFO",
-        "--concurrency",
-        str(concurrency),
-        "--hostname",
-        f"{name}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        *(["--beat", "--schedule", str(log_dir / f"{name}-beat-schedule")] if beat else []),
-        *extra_args,
-    ]
-    handle = log_path.open("w")
-    proc = subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True
+        env,
+        log_path,
+        cwd=ROOT,
+        concurrency=concurrency,
+        hostname=f"{name}@%h",
+        extra_args=(
+            *(["--beat", "--schedule", str(log_dir / f"{name}-beat-schedule")] if beat else []),
+            *extra_args,
+        ),
     )
-    worker = WorkerProcess(proc, log_path)
     worker.wait_for_log("ready.", timeout=60)
     return worker
 

@@ -65,6 +65,43 @@ import click
 @click.option(
     "--worker-loglevel", default="INFO", show_default=True, help="The worker's --loglevel."
 )
+@click.option(
+    "--modes",
+    default="naive,optimized,ceiling,blast",
+    show_default=True,
+    help="Comma-separated: naive, optimized, ceiling (any of them runs all three, in process "
+    "and end to end, and the growth measurement) and blast.",
+)
+@click.option(
+    "--blast-contacts",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Contacts enrolled at once (journeys.enroll) in the blast.",
+)
+@click.option(
+    "--blast-ceiling-contacts",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Contacts walked by the no-op ceiling task before and after each blast (4 tasks each; "
+    "the ratio uses the mean of the two).",
+)
+@click.option(
+    "--blast-warmup-contacts",
+    type=click.IntRange(min=0),
+    default=400,
+    show_default=True,
+    help="Contacts of a warm-up blast before the measured one (0: none).",
+)
+@click.option(
+    "--task-events",
+    type=click.Choice(["off", "on", "both"]),
+    default="off",
+    show_default=True,
+    help="Task events (WORKER_SEND_TASK_EVENTS) in the blast's worker and its ceiling; both "
+    "runs each blast twice.",
+)
 @click.option("--keep", is_flag=True, help="Keep the bench database instead of dropping it.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option(
@@ -104,6 +141,11 @@ def bench(
     redis_url: str | None,
     rabbitmq_url: str,
     worker_loglevel: str,
+    modes: str,
+    blast_contacts: int,
+    blast_ceiling_contacts: int,
+    blast_warmup_contacts: int,
+    task_events: str,
     keep: bool,
     json_path: Path | None,
     chart_path: Path | None,
@@ -113,8 +155,9 @@ def bench(
 ) -> None:
     """Benchmark the step engine: naive (a straightforward ORM baseline), optimized (production) and
     ceiling (a no-op task), in-process and end to end through real `celery worker` processes."""
-    from bench.measure import BenchError
-    from bench.run import Options, parse_brokers, run_and_write
+    from bench.errors import BenchError
+    from bench.run import Options, parse_brokers, parse_modes, run_and_write
+    from bench.worker_process import BrokerNamespaceError, WorkerError
 
     for name, value in (
         ("--contacts", contacts),
@@ -133,6 +176,10 @@ def bench(
         raise click.BadParameter(str(exc), param_hint="--brokers") from None
     if not broker_list:
         raise click.BadParameter("name at least one broker", param_hint="--brokers")
+    try:
+        mode_list = parse_modes(modes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--modes") from None
     if chart_path is not None:
         try:
             import matplotlib  # noqa: F401 - checked before minutes of benchmarking, not after
@@ -157,11 +204,16 @@ def bench(
         rabbitmq_url=rabbitmq_url,
         worker_loglevel=worker_loglevel,
         keep=keep,
+        modes=mode_list,
+        blast_contacts=blast_contacts,
+        blast_ceiling_contacts=blast_ceiling_contacts,
+        blast_warmup_contacts=blast_warmup_contacts,
+        task_events={"off": (False,), "on": (True,), "both": (False, True)}[task_events],
         profile=profile,
         worker_profile=worker_profile,
         logs=logs,
     )
     try:
         run_and_write(options, json_path, chart_path, click.echo)
-    except BenchError as exc:
+    except (BenchError, BrokerNamespaceError, WorkerError) as exc:
         raise click.ClickException(str(exc)) from exc
