@@ -16,6 +16,7 @@ from worker.settings import WorkerSettings, current_settings, embedded_broker_op
 TASK_MODULES = (
     "tasks.steps",
     "tasks.enrollment",
+    "tasks.contacts",
     "tasks.events",
     "tasks.deliveries",
     "tasks.dispatch",
