@@ -45,6 +45,23 @@ class ImportReport:
     longest_chunk_seconds: float = 0.0
     chunk_seconds: list[float] = field(default_factory=list)
 
+    def summary(self) -> dict[str, object]:
+        chunks = sorted(self.chunk_seconds) or [0.0]
+        return {
+            "import_id": str(self.import_id),
+            "resumed_from": self.resumed_from,
+            "total_rows": self.total_rows,
+            "applied_rows": self.applied_rows,
+            "updated": self.updated,
+            "skipped": self.skipped,
+            "chunks": self.chunks,
+            "copy_seconds": round(self.copy_seconds, 3),
+            "seconds": round(self.seconds, 3),
+            "chunk_p50_seconds": round(chunks[len(chunks) // 2], 4),
+            "chunk_p99_seconds": round(chunks[min(len(chunks) - 1, len(chunks) * 99 // 100)], 4),
+            "longest_chunk_seconds": round(self.longest_chunk_seconds, 4),
+        }
+
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()

@@ -1,7 +1,8 @@
 """`journey-worker report`: the seed's "Monitoring Recommendations" as one command.
 
 Sections (the keys of the JSON form): statements (pg_stat_statements), indexes (the twelve, from
-pg_stat_user_indexes), connections, cache, queue, journey_contacts, failures. Every section is
+pg_stat_user_indexes), connections, cache, queue, journey_contacts, failures, maintenance (last
+vacuum and analyze of the hot tables). Every section is
 collected on its own: one that cannot be (extension absent, Redis down, SQLite) is
 {"unavailable": "<reason>"} and the others still appear. The report only reads; each database
 section runs in its own transaction, rolled back, under a statement timeout.
@@ -21,6 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from db.clock import seconds_from_now
 from db.indexes import PERFORMANCE_INDEXES
+from db.maintenance import HOT_TABLES
 from db.models import JourneyContact, TaskFailure
 from db.statuses import ContactStatus
 from tasks.names import BULK_QUEUE, DEFAULT_QUEUE
@@ -34,6 +36,7 @@ SECTIONS = (
     "queue",
     "journey_contacts",
     "failures",
+    "maintenance",
 )
 TOP = 10
 STATEMENT_TIMEOUT = "15s"
@@ -78,6 +81,7 @@ def collect(
         "connections": _connections,
         "journey_contacts": _journey_contacts,
         "failures": _failures,
+        "maintenance": _maintenance,
     }
     for name in SECTIONS:
         if name in database_sections:
@@ -308,6 +312,45 @@ def _failures(connection: Connection) -> Section:
     }
 
 
+def _maintenance(connection: Connection) -> Section:
+    """When each hot table was last vacuumed and analyzed (by hand or by beat's maintenance,
+    or by autovacuum), and its dead rows: is maintenance keeping up?"""
+    _postgresql_only(connection)
+    found = connection.execute(
+        text(
+            "SELECT relname, n_live_tup, n_dead_tup, n_mod_since_analyze, last_vacuum, "
+            "last_autovacuum, last_analyze, last_autoanalyze FROM pg_stat_user_tables "
+            "WHERE schemaname = current_schema() AND relname = ANY(:tables) ORDER BY relname"
+        ),
+        {"tables": list(HOT_TABLES)},
+    )
+    rows = []
+    for r in found:
+        vacuum_by, vacuum_at = _latest(("manual", r.last_vacuum), ("auto", r.last_autovacuum))
+        analyze_by, analyze_at = _latest(("manual", r.last_analyze), ("auto", r.last_autoanalyze))
+        rows.append(
+            {
+                "table": r.relname,
+                "live_rows": int(r.n_live_tup),
+                "dead_rows": int(r.n_dead_tup),
+                "changed_since_analyze": int(r.n_mod_since_analyze),
+                "last_vacuum": _iso(vacuum_at),
+                "last_vacuum_by": vacuum_by,
+                "last_analyze": _iso(analyze_at),
+                "last_analyze_by": analyze_by,
+            }
+        )
+    return {"rows": rows}
+
+
+def _latest(*candidates: tuple[str, datetime | None]) -> tuple[str | None, datetime | None]:
+    dated = [(at, by) for by, at in candidates if at is not None]
+    if not dated:
+        return None, None
+    at, by = max(dated)
+    return by, at
+
+
 def _iso(value: Any) -> str | None:
     if isinstance(value, datetime):
         return value.isoformat(timespec="seconds")
@@ -480,6 +523,7 @@ def render_text(report: Mapping[str, Any]) -> str:
         "queue": f"Queue {DEFAULT_QUEUE}",
         "journey_contacts": "Journey contacts by status",
         "failures": f"Task failures, last 24 h (top {TOP})",
+        "maintenance": "Vacuum and analyze of the hot tables (pg_stat_user_tables)",
     }
     renderers: dict[str, Callable[[Section], list[str]]] = {
         "statements": _render_statements,
@@ -489,6 +533,7 @@ def render_text(report: Mapping[str, Any]) -> str:
         "queue": _render_queue,
         "journey_contacts": _render_journey_contacts,
         "failures": _render_failures,
+        "maintenance": _render_maintenance,
     }
     for name in SECTIONS:
         section = report[name]
@@ -498,6 +543,26 @@ def render_text(report: Mapping[str, Any]) -> str:
         else:
             out += renderers[name](section)
     return "\n".join(out)
+
+
+def _render_maintenance(section: Section) -> list[str]:
+    def when(at: str | None, by: str | None) -> str:
+        return f"{at} ({by})" if at else "never"
+
+    return _table(
+        ("table", "live", "dead", "changed", "last vacuum", "last analyze"),
+        [
+            (
+                r["table"],
+                r["live_rows"],
+                r["dead_rows"],
+                r["changed_since_analyze"],
+                when(r["last_vacuum"], r["last_vacuum_by"]),
+                when(r["last_analyze"], r["last_analyze_by"]),
+            )
+            for r in section["rows"]
+        ],
+    )
 
 
 def _render_statements(section: Section) -> list[str]:

@@ -3,6 +3,7 @@ contacts' attributes, in short chunks, resumable after a crash (worker/contact_i
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def contacts() -> None:
     help="How long a chunk waits for a contact a step holds before it is tried again.",
 )
 @click.option("--quiet", is_flag=True, help="No progress lines, only the summary.")
+@click.option("--json", "as_json", is_flag=True, help="The summary as one JSON object.")
 def import_contacts(
     file: Path,
     tenant_id: uuid.UUID,
@@ -46,6 +48,7 @@ def import_contacts(
     pause_ms: int,
     lock_timeout_ms: int,
     quiet: bool,
+    as_json: bool,
 ) -> None:
     """Merge FILE's attributes into the tenant's contacts.
 
@@ -78,6 +81,9 @@ def import_contacts(
         )
     except ContactImportError as exc:
         raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.summary()))
+        return
     resumed = f" (resumed after row {report.resumed_from})" if report.resumed_from else ""
     click.echo(
         f"import {report.import_id} completed{resumed}: {report.total_rows} rows, "
