@@ -183,3 +183,23 @@ def test_report_shows_last_vacuum_and_analyze(pg_engine: Engine) -> None:
     assert rows["messages"]["last_vacuum_by"] == "manual"
     text_form = render_text(report)
     assert "Vacuum and analyze" in text_form and "messages" in text_form
+
+
+def test_beat_schedules_maintenance_from_its_setting() -> None:
+    from envconfig import ConfigError
+    from tasks import names
+    from worker.app import create_app
+    from worker.settings import WorkerSettings
+
+    def worker(interval: str) -> WorkerSettings:
+        return WorkerSettings.from_env({"MAINTENANCE_INTERVAL_SECONDS": interval})
+
+    app = create_app(worker("600"))
+    entry = app.conf.beat_schedule["maintain-tables"]
+    assert entry["task"] == names.MAINTAIN_TABLES
+    assert entry["schedule"].total_seconds() == 600
+    assert "tasks.maintenance" in app.conf.include
+    assert names.MAINTAIN_TABLES in app.tasks
+    assert "maintain-tables" not in create_app(worker("0")).conf.beat_schedule
+    with pytest.raises(ConfigError, match="MAINTENANCE_INTERVAL_SECONDS"):
+        worker("-1")
