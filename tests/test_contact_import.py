@@ -193,3 +193,11 @@ def test_a_killed_import_resumes_after_its_last_committed_chunk(
     assert scalar(db, "SELECT count(*) FROM contacts WHERE attributes->>'batch' = 'spring'") == 3000
     by_id = attributes_of(db, ids)
     assert all(by_id[cid]["row"] == str(i) for i, cid in enumerate(ids))
+
+
+def test_sqlite_is_refused_naming_why(sqlite_engine: Engine, tmp_path: Path) -> None:
+    from worker.contact_import import ContactImportError, run_import
+
+    path = write_csv(tmp_path / "c.csv", ["contact_id", "plan"], [[str(uuid.uuid4()), "x"]])
+    with pytest.raises(ContactImportError, match="needs PostgreSQL"):
+        run_import(sqlite_engine, path, uuid.uuid4())
