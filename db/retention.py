@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import Delete, delete, select
 from sqlalchemy.orm import Session
 
 from db.clock import seconds_from_now
@@ -45,6 +45,13 @@ def purge_executions_batch(
     cutoff each batch would first step over every index entry the batches before it deleted,
     dead until vacuum removes them, and slow down as the purge goes on.
     """
+    stmt = purge_statement(cutoff=cutoff, batch_size=batch_size, below=below)
+    # A batch's timestamps (5,000 by default) are small; SQLite has no DELETE in a CTE.
+    times = session.execute(stmt).scalars().all()
+    return PurgeBatch(deleted=len(times), oldest=min(times) if times else None)
+
+
+def purge_statement(*, cutoff: datetime, batch_size: int, below: datetime | None) -> Delete:
     bound = JNE.executed_at < cutoff if below is None else JNE.executed_at <= below
     victims = (
         select(JNE.id)
@@ -53,7 +60,4 @@ def purge_executions_batch(
         .limit(batch_size)
         .with_for_update(skip_locked=True)
     )
-    stmt = delete(JNE).where(JNE.id.in_(victims.scalar_subquery())).returning(JNE.executed_at)
-    # A batch's timestamps (5,000 by default) are small; SQLite has no DELETE in a CTE.
-    times = session.execute(stmt).scalars().all()
-    return PurgeBatch(deleted=len(times), oldest=min(times) if times else None)
+    return delete(JNE).where(JNE.id.in_(victims.scalar_subquery())).returning(JNE.executed_at)
