@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -401,3 +402,47 @@ class StatsRefresh(Base):
     # The moment the refresh's snapshot was taken: the data is as of then.
     refreshed_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
     duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class ContactImport(Base):
+    """One `journey-worker contacts import` of a CSV file: how far it got. Each chunk of rows
+    advances `applied_rows` in the transaction that updates its contacts, so a crashed import
+    resumes after its last committed chunk and never applies one twice."""
+
+    __tablename__ = "contact_imports"
+    __table_args__ = (
+        CheckConstraint("status IN ('RUNNING', 'COMPLETED')", name="ck_contact_imports_status"),
+        # One running import per file and tenant: a second start resumes it instead.
+        Index(
+            "uq_contact_imports_running",
+            "tenant_id",
+            "source_sha256",
+            unique=True,
+            sqlite_where=text("status = 'RUNNING'"),
+            postgresql_where=text("status = 'RUNNING'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, primary_key=True, default=uuid.uuid4, server_default=gen_random_uuid()
+    )
+    tenant_id: Mapped[uuid.UUID] = tenant_fk()
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="RUNNING")
+    total_rows: Mapped[int | None] = mapped_column(BigInteger)
+    # Rows of the file (in file order) whose updates are committed.
+    applied_rows: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    updated_contacts: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("0")
+    )
+    skipped_contacts: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("0")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        Timestamp, nullable=False, server_default=text("CURRENT_TIMESTAMP")
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        Timestamp, nullable=False, server_default=text("CURRENT_TIMESTAMP")
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)

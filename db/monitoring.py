@@ -1,7 +1,8 @@
 """The monitoring report's catalog queries: slow statements (pg_stat_statements), the performance
-indexes' usage (pg_stat_user_indexes), connections (pg_stat_activity), journey contacts by status
-and recent task failures. Each reads only, in a transaction `reading` always rolls back, under a
-statement timeout; a section that cannot be read here raises Unavailable saying why.
+indexes' usage (pg_stat_user_indexes), connections (pg_stat_activity), journey contacts by status,
+recent task failures and the hot tables' last vacuum and analyze. Each reads only, in a
+transaction `reading` always rolls back, under a statement timeout; a section that cannot be read
+here raises Unavailable saying why.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from db.clock import seconds_from_now
 from db.indexes import PERFORMANCE_INDEXES
+from db.maintenance import HOT_TABLES
 from db.models import JourneyContact, TaskFailure
 from db.statuses import ContactStatus
 
@@ -239,3 +241,42 @@ def _iso(value: Any) -> str | None:
     if isinstance(value, datetime):
         return value.isoformat(timespec="seconds")
     return str(value) if value else None
+
+
+def table_maintenance(connection: Connection) -> Section:
+    """When each hot table was last vacuumed and analyzed (by hand or by beat's maintenance,
+    or by autovacuum), and its dead rows: is maintenance keeping up?"""
+    _postgresql_only(connection)
+    found = connection.execute(
+        text(
+            "SELECT relname, n_live_tup, n_dead_tup, n_mod_since_analyze, last_vacuum, "
+            "last_autovacuum, last_analyze, last_autoanalyze FROM pg_stat_user_tables "
+            "WHERE schemaname = current_schema() AND relname = ANY(:tables) ORDER BY relname"
+        ),
+        {"tables": list(HOT_TABLES)},
+    )
+    rows = []
+    for r in found:
+        vacuum_by, vacuum_at = _latest(("manual", r.last_vacuum), ("auto", r.last_autovacuum))
+        analyze_by, analyze_at = _latest(("manual", r.last_analyze), ("auto", r.last_autoanalyze))
+        rows.append(
+            {
+                "table": r.relname,
+                "live_rows": int(r.n_live_tup),
+                "dead_rows": int(r.n_dead_tup),
+                "changed_since_analyze": int(r.n_mod_since_analyze),
+                "last_vacuum": _iso(vacuum_at),
+                "last_vacuum_by": vacuum_by,
+                "last_analyze": _iso(analyze_at),
+                "last_analyze_by": analyze_by,
+            }
+        )
+    return {"rows": rows}
+
+
+def _latest(*candidates: tuple[str, datetime | None]) -> tuple[str | None, datetime | None]:
+    dated = [(at, by) for by, at in candidates if at is not None]
+    if not dated:
+        return None, None
+    at, by = max(dated)
+    return by, at

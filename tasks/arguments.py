@@ -22,6 +22,7 @@ SIGNATURES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     names.DELIVER_MESSAGE: (frozenset({"tenant_id", "message_id"}), frozenset()),
     names.EXECUTE_BATCH: (frozenset({"tenant_id", "node_id", "journey_contacts"}), frozenset()),
     names.DELIVER_MESSAGES: (frozenset({"tenant_id", "message_ids"}), frozenset()),
+    names.UPDATE_CONTACTS: (frozenset({"tenant_id", "updates"}), frozenset()),
 }
 
 
@@ -84,6 +85,38 @@ def uuid_list_arg(kwargs: Mapping[str, Any], name: str, limit: int) -> list[uuid
     if len(values) > limit:
         raise BadMessage(f"{name} has {len(values)} ids; at most {limit} per message")
     return [uuid_arg({name: v}, name) for v in values]
+
+
+def contact_updates_arg(
+    kwargs: Mapping[str, Any], name: str, limit: int
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """A non-empty list of {"contact_id": UUID, "set": {non-empty object}}; a contact named twice
+    gets both sets merged in order (the later value of a key wins), as two messages would."""
+    values = kwargs.get(name)
+    if not isinstance(values, list) or not values:
+        raise BadMessage(f"{name} must be a non-empty list of {{contact_id, set}} objects")
+    if len(values) > limit:
+        raise BadMessage(f"{name} has {len(values)} entries; at most {limit} per message")
+    merged: dict[uuid.UUID, dict[str, Any]] = {}
+    for index, entry in enumerate(values):
+        label = f"{name}[{index}]"
+        if not isinstance(entry, dict):
+            raise BadMessage(f"{label} must be an object with contact_id and set")
+        keys = set(entry)
+        if keys != {"contact_id", "set"}:
+            missing = sorted({"contact_id", "set"} - keys)
+            unknown = sorted(keys - {"contact_id", "set"})
+            problem = f"missing {', '.join(missing)}" if missing else ""
+            problem += ("; " if missing and unknown else "") + (
+                f"unknown {', '.join(unknown)}" if unknown else ""
+            )
+            raise BadMessage(f"{label}: {problem}")
+        contact_id = uuid_arg({f"{label}.contact_id": entry["contact_id"]}, f"{label}.contact_id")
+        attributes = entry["set"]
+        if not isinstance(attributes, dict) or not attributes:
+            raise BadMessage(f"{label}.set must be a non-empty object")
+        merged.setdefault(contact_id, {}).update(attributes)
+    return merged
 
 
 def loggable_ids(kwargs: Mapping[str, Any]) -> dict[str, str]:

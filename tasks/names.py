@@ -5,6 +5,7 @@ EXECUTE_NODE = "journeys.execute_node"
 JOURNEY_UPDATED = "journeys.journey_updated"
 JOURNEY_DELETED = "journeys.journey_deleted"
 TENANT_UPDATED = "journeys.tenant_updated"
+UPDATE_CONTACTS = "journeys.update_contacts"
 # The worker's own.
 EXECUTE_BATCH = "journeys.execute_batch"
 DELIVER_MESSAGE = "journeys.deliver_message"
@@ -12,6 +13,7 @@ DELIVER_MESSAGES = "journeys.deliver_messages"
 DISPATCH_DUE = "journeys.dispatch_due"
 PURGE_EXECUTIONS = "journeys.purge_executions"
 REFRESH_STATS = "journeys.refresh_stats"
+MAINTAIN_TABLES = "journeys.maintain_tables"
 
 # The lanes (tasks/lanes.py says who goes where, docs/operations.md why).
 DEFAULT_QUEUE = "journeys"  # upstream's messages and small batches: everyone's journeys

@@ -28,16 +28,18 @@ def purge_executions(self: JourneyTask, max_batches: int = 100) -> dict[str, int
     settings = engine_settings()
     if settings.purge_after_days <= 0:
         return {"deleted": 0}
-    deleted = 0
+    with transaction() as session:
+        cutoff = retention.purge_cutoff(session, older_than_days=settings.purge_after_days)
+    deleted, below = 0, None
     for _ in range(max_batches):
         with transaction() as session:
             batch = retention.purge_executions_batch(
-                session,
-                older_than_days=settings.purge_after_days,
-                batch_size=settings.purge_batch_size,
+                session, cutoff=cutoff, batch_size=settings.purge_batch_size, below=below
             )
-        deleted += batch
-        if batch < settings.purge_batch_size:
+        deleted += batch.deleted
+        # Each batch continues where the last stopped (db/retention.py says why).
+        below = batch.oldest
+        if batch.deleted < settings.purge_batch_size:
             break
     log.info("purged %d executions older than %d days", deleted, settings.purge_after_days)
     return {"deleted": deleted}

@@ -110,6 +110,32 @@ class EngineSettings(Section):
     )
     """How long a refresh waits for its lock before giving up until the next tick."""
 
+    # Scheduled maintenance (tasks/maintenance.py; docs/operations.md, "Vacuum and analyze").
+    maintenance_vacuum_min_dead_rows: int = Field(
+        100_000, ge=0, validation_alias="MAINTENANCE_VACUUM_MIN_DEAD_ROWS"
+    )
+    """A hot table is vacuumed when it has at least this many dead rows ..."""
+    maintenance_vacuum_dead_ratio: float = Field(
+        0.05, ge=0, le=1, validation_alias="MAINTENANCE_VACUUM_DEAD_RATIO"
+    )
+    """... and they are at least this share of its rows."""
+    maintenance_analyze_min_changed_rows: int = Field(
+        50_000, ge=0, validation_alias="MAINTENANCE_ANALYZE_MIN_CHANGED_ROWS"
+    )
+    """A hot table is analyzed when at least this many rows changed since its last analyze ..."""
+    maintenance_analyze_changed_ratio: float = Field(
+        0.02, ge=0, validation_alias="MAINTENANCE_ANALYZE_CHANGED_RATIO"
+    )
+    """... and they are at least this share of its rows."""
+    maintenance_lock_timeout_ms: int = Field(
+        2_000, ge=1, validation_alias="MAINTENANCE_LOCK_TIMEOUT_MS"
+    )
+    """How long VACUUM or ANALYZE waits for its table lock before skipping the table."""
+    maintenance_statement_timeout_ms: int = Field(
+        1_800_000, ge=1, validation_alias="MAINTENANCE_STATEMENT_TIMEOUT_MS"
+    )
+    """How long one VACUUM or ANALYZE may run."""
+
     @field_validator("sms_provider_url", "sms_provider_urls")
     @classmethod
     def _provider_url_list(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:

@@ -272,6 +272,7 @@ def test_report_as_json(
         "queue",
         "journey_contacts",
         "failures",
+        "maintenance",
     }
 
     names = [row["name"] for row in report["indexes"]["rows"]]
@@ -335,7 +336,7 @@ def test_report_without_pg_stat_statements_says_how_to_enable_it(
 
 
 def test_report_counts_a_rabbitmq_queue(env: dict[str, str]) -> None:
-    with broker_namespace("amqp") as url:
+    with broker_namespace("rabbitmq") as url:
         queue = Queue("journeys", Exchange("journeys"), routing_key="journeys")
         with Connection(url) as conn:
             producer = conn.Producer()
@@ -362,7 +363,7 @@ def test_report_survives_unavailable_services(env: dict[str, str]) -> None:
 
     down = invoke("report", env={"DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/x"})
     assert down.exit_code == 0, down.output
-    assert down.output.count("unavailable: database unreachable") == 5
+    assert down.output.count("unavailable: database unreachable") == 6
     assert "Redis at redis://127.0.0.1:6379" in down.output
 
 

@@ -16,11 +16,13 @@ from worker.settings import WorkerSettings, current_settings, embedded_broker_op
 TASK_MODULES = (
     "tasks.steps",
     "tasks.enrollment",
+    "tasks.contacts",
     "tasks.events",
     "tasks.deliveries",
     "tasks.dispatch",
     "tasks.retention",
     "tasks.stats",
+    "tasks.maintenance",
 )
 
 
@@ -123,6 +125,12 @@ def create_app(
             "schedule": timedelta(seconds=settings.stats_refresh_interval),
             # A refresh still queued when the next is due is superseded by it.
             "options": {"expires": settings.stats_refresh_interval},
+        }
+    if settings.maintenance_interval > 0:
+        app.conf.beat_schedule["maintain-tables"] = {
+            "task": names.MAINTAIN_TABLES,
+            "schedule": timedelta(seconds=settings.maintenance_interval),
+            "options": {"expires": settings.maintenance_interval},
         }
     if settings.concurrency is not None:
         # Each child holds its own database pool: worker/budget.py checks the total at start.

@@ -7,6 +7,7 @@ import sys
 import click
 
 from worker.commands import bench as bench_commands
+from worker.commands import contacts as contacts_commands
 from worker.commands import db as db_commands
 from worker.commands import demo as demo_commands
 from worker.commands import export as export_commands
@@ -61,6 +62,7 @@ main.add_command(ops_commands.report)
 main.add_command(serve_commands.serve)
 main.add_command(export_commands.export)
 main.add_command(stats_commands.stats)
+main.add_command(contacts_commands.contacts)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`journey-worker report`: the monitoring report, every operator check in one command.
 
 Sections (the keys of the JSON form): statements (pg_stat_statements), indexes (the twelve, from
-pg_stat_user_indexes), connections, cache, queue, journey_contacts, failures. Every section is
+pg_stat_user_indexes), connections, cache, queue, journey_contacts, failures, maintenance (last
+vacuum and analyze of the hot tables). Every section is
 collected on its own: one that cannot be (extension absent, Redis down, SQLite) is
 {"unavailable": "<reason>"} and the others still appear. The report only reads; each database
 section runs in its own transaction, rolled back, under a statement timeout.
@@ -35,6 +36,7 @@ SECTIONS = (
     "queue",
     "journey_contacts",
     "failures",
+    "maintenance",
 )
 # kombu's Redis transport keeps priority n != 0 messages in "<queue>\x06\x16<n>" lists.
 REDIS_PRIORITY_SEPARATOR = "\x06\x16"
@@ -67,6 +69,7 @@ def collect(
         "connections": monitoring.connections,
         "journey_contacts": monitoring.journey_contacts,
         "failures": monitoring.task_failures,
+        "maintenance": monitoring.table_maintenance,
     }
     for name in SECTIONS:
         if name in database_sections:
@@ -213,6 +216,7 @@ def render_text(report: Mapping[str, Any], width: int = 200) -> str:
         "queue": f"Queue {DEFAULT_QUEUE}",
         "journey_contacts": "Journey contacts by status",
         "failures": f"Task failures, last 24 h (top {TOP})",
+        "maintenance": "Vacuum and analyze of the hot tables (pg_stat_user_tables)",
     }
     renderers: dict[str, Callable[[Section], list[Renderable]]] = {
         "statements": _render_statements,
@@ -222,6 +226,7 @@ def render_text(report: Mapping[str, Any], width: int = 200) -> str:
         "queue": _render_queue,
         "journey_contacts": _render_journey_contacts,
         "failures": _render_failures,
+        "maintenance": _render_maintenance,
     }
     console.print(f"journey-worker report, {report['generated_at']}", soft_wrap=True)
     for name in SECTIONS:
@@ -402,4 +407,26 @@ def _render_failures(section: Section) -> list[Renderable]:
             ("count", "task", "error", "last"),
             [(r["count"], r["task"], _clip(r["error"], 70), r["last_at"]) for r in section["top"]],
         ),
+    ]
+
+
+def _render_maintenance(section: Section) -> list[Renderable]:
+    def when(at: str | None, by: str | None) -> str:
+        return f"{at} ({by})" if at else "never"
+
+    return [
+        _table(
+            ("table", "live", "dead", "changed", "last vacuum", "last analyze"),
+            [
+                (
+                    r["table"],
+                    r["live_rows"],
+                    r["dead_rows"],
+                    r["changed_since_analyze"],
+                    when(r["last_vacuum"], r["last_vacuum_by"]),
+                    when(r["last_analyze"], r["last_analyze_by"]),
+                )
+                for r in section["rows"]
+            ],
+        )
     ]

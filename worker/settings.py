@@ -89,6 +89,10 @@ class WorkerSettings(Section):
         300.0, ge=0, validation_alias="STATS_REFRESH_INTERVAL_SECONDS"
     )
     """Seconds between two refreshes of the funnel view (beat); 0 schedules none."""
+    maintenance_interval: float = Field(
+        3600.0, ge=0, validation_alias="MAINTENANCE_INTERVAL_SECONDS"
+    )
+    """Seconds between two runs of scheduled maintenance (beat); 0 schedules none."""
     concurrency: int | None = Field(None, ge=1, validation_alias="WORKER_CONCURRENCY")
     """Prefork children, or None for Celery's default (the CPU count); -c/--concurrency wins."""
 
