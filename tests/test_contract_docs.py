@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -12,6 +13,7 @@ from tasks.engine import execute_batch_kwargs
 from tasks.errors import BadMessage
 from worker.app import create_app
 from worker.settings import WorkerSettings
+from worker.signals import _require_task_schemas
 
 
 def test_argument_checks_name_the_problem() -> None:
@@ -185,3 +187,20 @@ def test_readers_turn_checked_strings_into_typed_values() -> None:
     # ENROLL_MAX_CONTACTS is a setting, below the contract's 1,000.
     with pytest.raises(BadMessage, match="contact_ids has 3 ids; at most 2 per message"):
         uuid_list_arg({"contact_ids": [N, N, N]}, "contact_ids", 2)
+
+
+def test_the_worker_refuses_to_start_when_a_task_has_no_schema(caplog) -> None:
+    class App:
+        tasks = {"journeys.enroll": None, "journeys.nope": None, "celery.ping": None}
+
+    with pytest.raises(SystemExit) as exited:
+        _require_task_schemas(App())
+    assert exited.value.code == 2
+    assert "tasks without a schema" in caplog.text and "journeys.nope" in caplog.text
+
+
+@pytest.mark.parametrize("path", sorted(schemas.SCHEMA_DIR.glob("*.json")), ids=lambda p: p.name)
+def test_every_example_in_a_task_schema_is_accepted(path) -> None:
+    # The schemas of other tasks may come without examples; these do.
+    for example in json.loads(path.read_text()).get("examples", []):
+        check_kwargs(path.stem, (), example)

@@ -282,3 +282,11 @@ def test_schema_and_old_parser_agree_on_generated_configs(node_type: str, data: 
     assert new[0] == old[0], (new, old)
     if new[0]:
         assert new == old
+
+
+@pytest.mark.parametrize("node_type", sorted(READERS))
+def test_every_example_in_a_node_schema_is_accepted(node_type: str) -> None:
+    schema = json.loads((schemas.NODE_SCHEMA_DIR / f"{node_type}.json").read_text())
+    assert schema["examples"]
+    for example in schema["examples"]:
+        parse_node_config(node_type, example)
