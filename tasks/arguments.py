@@ -12,7 +12,7 @@ from typing import Any
 
 from tasks.errors import BadMessage
 from tasks.schema_errors import first_problem
-from tasks.schemas import task_validator
+from tasks.schemas import task_fast_path, task_validator
 
 
 def check_kwargs(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -20,6 +20,8 @@ def check_kwargs(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any])
     the first problem (all missing or unknown arguments at once)."""
     if args:
         raise BadMessage(f"positional arguments are not accepted, got {len(args)}")
+    if task_fast_path(task_name)(kwargs):
+        return
     problem = first_problem(task_validator(task_name), dict(kwargs), "arguments", "argument")
     if problem is not None:
         raise BadMessage(problem)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 from jsonschema.protocols import Validator
+
+from tasks.schema_fastpath import Predicate, compile_schema
 
 # Next to the packages in a clone and in an editable install (`pip install -e .`).
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
@@ -98,6 +100,17 @@ def _http_url(instance: object) -> bool:
     return True
 
 
+# The validator's types as plain predicates, for the fast path (tests check they agree).
+JSON_TYPES: dict[str, Callable[[object], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: _finite_integer(None, v),
+    "number": lambda v: _finite_number(None, v),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
 ContractValidator = validators.extend(
     Draft202012Validator,
     validators={"pattern": _pattern},
@@ -123,6 +136,15 @@ def task_validator(task_name: str) -> Validator:
     if not path.is_file():
         raise SchemaMissing(f"task {task_name} has no schema: add {path}")
     return validator_for(path)
+
+
+@cache
+def task_fast_path(task_name: str) -> Predicate:
+    """Whether a task's arguments are valid, fast where the schema compiles
+    (tasks/schema_fastpath.py); the validator otherwise."""
+    validator = task_validator(task_name)
+    compiled = compile_schema(validator.schema, JSON_TYPES, _ecma_pattern)
+    return compiled or validator.is_valid
 
 
 @cache

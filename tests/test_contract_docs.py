@@ -6,11 +6,14 @@ import json
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tasks import schemas
 from tasks.arguments import check_kwargs, optional_step, step_list_arg, uuid_arg, uuid_list_arg
 from tasks.engine import execute_batch_kwargs
 from tasks.errors import BadMessage
+from tests.properties import property_settings
 from worker.app import create_app
 from worker.settings import WorkerSettings
 from worker.signals import _require_task_schemas
@@ -204,3 +207,64 @@ def test_every_example_in_a_task_schema_is_accepted(path) -> None:
     # The schemas of other tasks may come without examples; these do.
     for example in json.loads(path.read_text()).get("examples", []):
         check_kwargs(path.stem, (), example)
+
+
+# --- the fast path says yes only to what the validator accepts -----------------------------
+
+uuids = st.one_of(
+    st.uuids().map(str),
+    st.uuids().map(lambda u: u.hex),
+    st.uuids().map(lambda u: f"{u}\n"),
+    st.text(max_size=6),
+    st.integers(),
+)
+steps = st.one_of(st.integers(-2, 5), st.floats(), st.booleans(), st.sampled_from([1.0, "1", None]))
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), uuids),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=2)
+    ),
+    max_leaves=6,
+)
+ARGUMENT_VALUES: dict[str, st.SearchStrategy] = {
+    "journey_contacts": st.lists(
+        st.one_of(st.tuples(uuids, steps).map(list), st.lists(json_values, max_size=3)),
+        max_size=4,
+    ),
+    "contact_ids": st.lists(uuids, max_size=3),
+    "message_ids": st.lists(uuids, max_size=3),
+    "step": steps,
+    "max_batches": steps,
+}
+
+
+def arguments_for(task_name: str) -> st.SearchStrategy[dict]:
+    schema = schemas.task_validator(task_name).schema
+    fields = {
+        name: st.one_of(ARGUMENT_VALUES.get(name, uuids), json_values)
+        for name in schema["properties"]
+    }
+    required = {name: fields[name] for name in schema.get("required", [])}
+    optional = {k: v for k, v in fields.items() if k not in required} | {"extra": uuids}
+    return st.one_of(
+        st.fixed_dictionaries(required, optional=optional),
+        st.fixed_dictionaries(required),
+        st.fixed_dictionaries({}, optional=fields),
+    )
+
+
+@pytest.mark.parametrize("task_name", schemas.task_names())
+@property_settings(max_examples=300)
+@given(data=st.data())
+def test_the_fast_path_agrees_with_the_validator(task_name: str, data: st.DataObject) -> None:
+    kwargs = data.draw(arguments_for(task_name), label="kwargs")
+    fast = schemas.task_fast_path(task_name)
+    assert fast is not schemas.task_validator(task_name).is_valid  # each of these compiles
+    assert fast(kwargs) == schemas.task_validator(task_name).is_valid(kwargs)
+
+
+def test_the_fast_types_are_the_validators() -> None:
+    checker = schemas.ContractValidator.TYPE_CHECKER
+    values = [0, 1.0, 1.5, True, None, "x", [], {}, float("nan"), float("inf"), 10**30]
+    for name, predicate in schemas.JSON_TYPES.items():
+        assert [predicate(v) for v in values] == [checker.is_type(v, name) for v in values]
