@@ -29,15 +29,6 @@ _COMPARISONS = {
     "maximum": "<=",
     "exclusiveMaximum": "<",
 }
-_JSON_TYPES = {
-    "dict": "object",
-    "list": "array",
-    "str": "string",
-    "int": "integer",
-    "float": "number",
-    "bool": "boolean",
-    "NoneType": "null",
-}
 
 
 def first_problem(validator: Validator, document: object, root: str, noun: str) -> str | None:
@@ -126,7 +117,7 @@ def describe(error: ValidationError, root: str, noun: str) -> str:
     if custom:
         return _fill(custom, name, value, error.cause)
 
-    got = _JSON_TYPES.get(type(value).__name__, type(value).__name__)
+    got = type(value).__name__
     if keyword == "type":
         if _is_uuid(schema):
             return f"{name} must be a UUID string, got {type(value).__name__}"
@@ -155,7 +146,7 @@ def describe(error: ValidationError, root: str, noun: str) -> str:
         limit = error.validator_value
         return f"{name} must not be empty" if limit == 1 else f"{name} needs {limit}+ characters"
     if keyword == "maxLength":
-        return f"{name} longer than {error.validator_value} characters"
+        return f"{name} is longer than {error.validator_value} characters"
     if keyword == "minItems":
         if error.validator_value == 1:
             return f"{name} must be a non-empty list of {_noun_of_items(schema)}"
