@@ -96,6 +96,9 @@ def describe(error: ValidationError, root: str, noun: str) -> str:
     name = label(path, root)
     value = error.instance
     at_root = not path
+    if "propertyNames" in error.absolute_schema_path:
+        # The key itself is the problem; keys are short ids or names, never bodies.
+        name, at_root = f"{name} key {short(value)}", False
 
     if keyword == "required" and isinstance(value, dict):
         missing = [p for p in error.validator_value if p not in value]
@@ -160,6 +163,11 @@ def describe(error: ValidationError, root: str, noun: str) -> str:
     if keyword in ("items", "prefixItems", "unevaluatedItems"):
         return f"{name} has entries beyond those allowed"
     if keyword in ("oneOf", "anyOf"):
+        # The form whose type fits says best what is wrong (a string that is not a UUID, not
+        # "is not null").
+        fitting = [e for e in error.context or () if e.validator != "type"]
+        if fitting:
+            return describe(fitting[0], root, noun)
         if keyword == "oneOf" and not error.context:
             return f"{name} matches more than one of its allowed forms"
         return f"{name} matches none of its allowed forms"

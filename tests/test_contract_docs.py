@@ -13,6 +13,7 @@ from tasks import schemas
 from tasks.arguments import check_kwargs, optional_step, step_list_arg, uuid_arg, uuid_list_arg
 from tasks.engine import execute_batch_kwargs
 from tasks.errors import BadMessage
+from tasks.schema_errors import first_problem
 from tests.properties import property_settings
 from worker.app import create_app
 from worker.settings import WorkerSettings
@@ -268,3 +269,35 @@ def test_the_fast_types_are_the_validators() -> None:
     values = [0, 1.0, 1.5, True, None, "x", [], {}, float("nan"), float("inf"), 10**30]
     for name, predicate in schemas.JSON_TYPES.items():
         assert [predicate(v) for v in values] == [checker.is_type(v, name) for v in values]
+
+
+def test_problems_in_keys_and_in_alternatives_are_named_in_one_line() -> None:
+    uuid_pattern = (
+        "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+    )
+    schema = {
+        "type": "object",
+        "properties": {
+            "m": {
+                "type": "object",
+                "propertyNames": {"pattern": "^a+$"},
+                "additionalProperties": {
+                    "oneOf": [
+                        {"type": "string", "format": "uuid", "pattern": uuid_pattern},
+                        {"type": "null"},
+                    ]
+                },
+            }
+        },
+        "additionalProperties": False,
+    }
+    validator = schemas.ContractValidator(schema, format_checker=schemas.FORMATS)
+
+    def problem(document: dict) -> str | None:
+        return first_problem(validator, document, "arguments", "argument")
+
+    assert problem({"m": {"a": None}}) is None
+    assert problem({"m": {"b": None}}) == "m key 'b' does not match the pattern ^a+$"
+    assert problem({"m": {"a": "y"}}) == "m.a is not a UUID: 'y'"
+    assert problem({"m": {"a": 5}}) == "m.a matches none of its allowed forms"
+    assert problem({"line\nbreak": 1}) == "unknown argument(s) 'line\\nbreak'"
