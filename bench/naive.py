@@ -45,10 +45,10 @@ from db.statuses import (
     TenantStatus,
 )
 from tasks import names
-from tasks.arguments import optional_step, uuid_arg
+from tasks.arguments import check_kwargs, optional_step, uuid_arg
 from tasks.base import JourneyTask, publish
 from tasks.engine import Followup
-from tasks.errors import BadMessage, PermanentError, UnknownEntity
+from tasks.errors import PermanentError, UnknownEntity
 from tasks.node_config import parse_node_config
 from tasks.nodes import ContactView, decide
 from tasks.settings import EngineSettings, engine_settings
@@ -331,11 +331,7 @@ class NaiveStepRunner:
 
 
 def command_from_kwargs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> StepCommand:
-    if args:
-        raise BadMessage(f"positional arguments are not accepted, got {len(args)}")
-    unknown = sorted(set(kwargs) - {"tenant_id", "journey_contact_id", "node_id", "step"})
-    if unknown:
-        raise BadMessage(f"unknown argument(s) {', '.join(unknown)}")
+    check_kwargs(names.EXECUTE_NODE, args, kwargs)
     return StepCommand(
         tenant_id=uuid_arg(kwargs, "tenant_id"),
         journey_contact_id=uuid_arg(kwargs, "journey_contact_id"),

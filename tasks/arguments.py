@@ -1,4 +1,8 @@
-"""Validating task arguments: upstream writes them in any language, so trust nothing."""
+"""Validating task arguments: upstream writes them in any language, so trust nothing.
+
+The check is the published schema of the task (docs/schemas/<task name>.json, loaded by
+tasks/schemas.py); the readers below only turn checked strings into typed values, plus the
+limits that are settings rather than contract (ENROLL_MAX_CONTACTS, BATCH_SIZE)."""
 
 from __future__ import annotations
 
@@ -6,40 +10,25 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasks import names
 from tasks.errors import BadMessage
-
-# Each task's keyword arguments: (required, optional). docs/schemas/ publishes the same.
-SIGNATURES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    names.ENROLL: (frozenset({"tenant_id", "journey_id", "contact_ids"}), frozenset()),
-    names.EXECUTE_NODE: (
-        frozenset({"tenant_id", "journey_contact_id", "node_id"}),
-        frozenset({"step"}),
-    ),
-    names.JOURNEY_UPDATED: (frozenset({"tenant_id", "journey_id"}), frozenset()),
-    names.JOURNEY_DELETED: (frozenset({"tenant_id", "journey_id"}), frozenset()),
-    names.TENANT_UPDATED: (frozenset({"tenant_id"}), frozenset()),
-    names.DELIVER_MESSAGE: (frozenset({"tenant_id", "message_id"}), frozenset()),
-    names.EXECUTE_BATCH: (frozenset({"tenant_id", "node_id", "journey_contacts"}), frozenset()),
-    names.DELIVER_MESSAGES: (frozenset({"tenant_id", "message_ids"}), frozenset()),
-    names.UPDATE_CONTACTS: (frozenset({"tenant_id", "updates"}), frozenset()),
-}
+from tasks.schema_errors import first_problem
+from tasks.schemas import task_fast_path, task_validator
 
 
 def check_kwargs(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-    """Reject positional, missing and unknown arguments, naming them."""
-    required, optional = SIGNATURES[task_name]
+    """Reject positional arguments, and keyword arguments the task's schema rejects, naming
+    the first problem (all missing or unknown arguments at once)."""
     if args:
         raise BadMessage(f"positional arguments are not accepted, got {len(args)}")
-    missing = sorted(required - set(kwargs))
-    if missing:
-        raise BadMessage(f"missing argument(s) {', '.join(missing)}")
-    unknown = sorted(set(kwargs) - required - optional)
-    if unknown:
-        raise BadMessage(f"unknown argument(s) {', '.join(unknown)}")
+    if task_fast_path(task_name)(kwargs):
+        return
+    problem = first_problem(task_validator(task_name), dict(kwargs), "arguments", "argument")
+    if problem is not None:
+        raise BadMessage(problem)
 
 
 def uuid_arg(kwargs: Mapping[str, Any], name: str) -> uuid.UUID:
+    """A UUID from its string: the message edge, where ids stop being strings."""
     value = kwargs.get(name)
     if not isinstance(value, str):
         raise BadMessage(f"{name} must be a UUID string, got {type(value).__name__}")
@@ -50,41 +39,28 @@ def uuid_arg(kwargs: Mapping[str, Any], name: str) -> uuid.UUID:
 
 
 def optional_step(kwargs: Mapping[str, Any]) -> int | None:
+    """The checked `step` (JSON Schema's integer includes 1.0)."""
     step = kwargs.get("step")
-    if step is None:
-        return None
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise BadMessage(f"step must be a whole number >= 0, got {step!r}")
-    return step
+    return None if step is None else int(step)
+
+
+def _within(name: str, values: Sequence[Any], limit: int, what: str) -> None:
+    if len(values) > limit:
+        raise BadMessage(f"{name} has {len(values)} {what}; at most {limit} per message")
 
 
 def step_list_arg(kwargs: Mapping[str, Any], name: str, limit: int) -> list[tuple[uuid.UUID, int]]:
-    """A batch's journey contacts: a non-empty list of [journey_contact_id, step] pairs."""
-    values = kwargs.get(name)
-    if not isinstance(values, list) or not values:
-        raise BadMessage(f"{name} must be a non-empty list of [journey_contact_id, step] pairs")
-    if len(values) > limit:
-        raise BadMessage(f"{name} has {len(values)} entries; at most {limit} per message")
-    pairs = []
-    for index, pair in enumerate(values):
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise BadMessage(f"{name}[{index}] must be a [journey_contact_id, step] pair")
-        label = f"{name}[{index}][0]"
-        journey_contact_id = uuid_arg({label: pair[0]}, label)
-        step = optional_step({"step": pair[1]})
-        if step is None:
-            raise BadMessage(f"{name}[{index}][1] must be a whole number >= 0")
-        pairs.append((journey_contact_id, step))
-    return pairs
+    """A batch's checked journey contacts: [journey_contact_id, step] pairs."""
+    values = kwargs[name]
+    _within(name, values, limit, "entries")
+    return [(uuid.UUID(journey_contact_id), int(step)) for journey_contact_id, step in values]
 
 
 def uuid_list_arg(kwargs: Mapping[str, Any], name: str, limit: int) -> list[uuid.UUID]:
-    values = kwargs.get(name)
-    if not isinstance(values, list) or not values:
-        raise BadMessage(f"{name} must be a non-empty list of UUID strings")
-    if len(values) > limit:
-        raise BadMessage(f"{name} has {len(values)} ids; at most {limit} per message")
-    return [uuid_arg({name: v}, name) for v in values]
+    """A checked list of UUID strings."""
+    values = kwargs[name]
+    _within(name, values, limit, "ids")
+    return [uuid.UUID(value) for value in values]
 
 
 def contact_updates_arg(

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from db.statuses import ContactStatus, ExecutionStatus, JourneyStatus, TenantStatus
 from db.step_store import (
@@ -373,7 +373,7 @@ class StepEngine:
             if decision.sms_body is not None
             else None
         )
-        base = {
+        base: _Effects = {
             "journey_contact_id": state.id,
             "contact_id": state.contact_id,
             "step_seq": state.step_seq,
@@ -505,7 +505,27 @@ def _previous_node(step: LoadedStep) -> uuid.UUID | None:
     return previous.node_id if previous else None
 
 
-def _unchanged(state: StepState) -> dict[str, Any]:
+class _Claim(TypedDict):
+    """The fields of a StepWrite that name the step and its claim, typed: a type checker
+    checks each `StepWrite(**claim, ...)` against StepWrite's fields."""
+
+    journey_contact_id: uuid.UUID
+    contact_id: uuid.UUID
+    step_seq: int
+    next_step_seq: int
+
+
+class _Effects(_Claim):
+    execution: ExecutionWrite | None
+    message: MessageWrite | None
+    attribute_updates: dict[str, Any] | None
+
+
+class _Unchanged(_Claim):
+    current_node_id: uuid.UUID | None
+
+
+def _unchanged(state: StepState) -> _Unchanged:
     return {
         "journey_contact_id": state.id,
         "contact_id": state.contact_id,
@@ -543,7 +563,7 @@ def _fail(
             result={},
         )
     write = StepWrite(
-        **{**_unchanged(state), "next_step_seq": state.step_seq + (1 if node else 0)},
+        **(_unchanged(state) | {"next_step_seq": state.step_seq + (1 if node else 0)}),
         status=ContactStatus.FAILED,
         status_reason=reason,
         completed=True,

@@ -1,29 +1,29 @@
-"""Node config validation: every config is checked before the node does anything."""
+"""Node configs: checked against the published schema of their node type
+(docs/schemas/nodes/<type>.json, tasks/schemas.py), then read into frozen dataclasses.
+
+What a config may hold is the schema's to say; the readers here only convert checked values
+(ids to UUIDs, times to UTC, methods to upper case) and apply defaults."""
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from tasks.errors import InvalidNodeConfig
+from tasks.schema_errors import first_problem
+from tasks.schemas import SchemaMissing, node_validator
 
-MAX_SMS_BODY = 1600
-MAX_WAIT_SECONDS = 5 * 366 * 24 * 3600
-# Below the task soft time limit (30 s), so a slow webhook fails as a timeout, not a kill.
-MAX_WEBHOOK_TIMEOUT = 20
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
-CONDITION_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "exists")
-WEBHOOK_METHODS = ("POST", "PUT", "PATCH")
 
 
 @dataclass(frozen=True)
 class SendSmsConfig:
     body: str
+    transactional: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,153 +80,86 @@ NodeConfig = (
 )
 
 
-def _require_dict(config: object) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise InvalidNodeConfig(f"config must be an object, got {type(config).__name__}")
-    return config
-
-
-def _reject_unknown(config: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(config) - allowed)
-    if unknown:
-        raise InvalidNodeConfig(f"unknown key(s) {', '.join(unknown)}")
-
-
 def _node_ref(config: dict[str, Any], key: str) -> uuid.UUID | None:
     value = config.get(key)
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidNodeConfig(f"{key} must be a node id (uuid) or null, got {value!r}") from None
+    return None if value is None else uuid.UUID(value)
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def read_send_sms(config: dict[str, Any]) -> SendSmsConfig:
+    return SendSmsConfig(body=config["body"], transactional=config.get("transactional", False))
 
 
-def parse_send_sms(config: dict[str, Any]) -> SendSmsConfig:
-    _reject_unknown(config, {"body"})
-    body = config.get("body")
-    if not isinstance(body, str) or not body.strip():
-        raise InvalidNodeConfig("send_sms needs a non-empty string body")
-    if len(body) > MAX_SMS_BODY:
-        raise InvalidNodeConfig(f"send_sms body longer than {MAX_SMS_BODY} characters")
-    return SendSmsConfig(body=body)
-
-
-def parse_wait(config: dict[str, Any]) -> WaitConfig:
-    _reject_unknown(config, {"seconds", "until"})
-    has_seconds, has_until = "seconds" in config, "until" in config
-    if has_seconds == has_until:
-        raise InvalidNodeConfig("wait needs exactly one of seconds or until")
-    if has_seconds:
-        seconds = config["seconds"]
-        if not _number(seconds) or not 0 <= seconds <= MAX_WAIT_SECONDS:
-            raise InvalidNodeConfig(f"wait seconds must be a number from 0 to {MAX_WAIT_SECONDS}")
-        return WaitConfig(seconds=float(seconds), until=None)
-    raw = config["until"]
-    try:
-        until = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidNodeConfig(f"wait until is not an ISO-8601 time: {raw!r}") from None
-    if until.tzinfo is None:
-        # Time zones are explicit: a naive time would mean whatever each worker's clock says.
-        raise InvalidNodeConfig(f"wait until needs a time zone (Z or +hh:mm): {raw!r}")
+def read_wait(config: dict[str, Any]) -> WaitConfig:
+    if "seconds" in config:
+        return WaitConfig(seconds=float(config["seconds"]), until=None)
+    until = datetime.fromisoformat(config["until"].replace("Z", "+00:00"))
     # UTC once, here: a database that stores wall-clock times (SQLite) would otherwise keep
     # 09:00+02:00 as 09:00 and wake the contact two hours late.
     return WaitConfig(seconds=None, until=until.astimezone(UTC))
 
 
-def parse_condition(config: dict[str, Any]) -> ConditionConfig:
-    _reject_unknown(config, {"field", "op", "value", "true_node_id", "false_node_id"})
-    field = config.get("field")
-    if not isinstance(field, str) or not field:
-        raise InvalidNodeConfig("condition needs a field name")
-    op = config.get("op")
-    if op not in CONDITION_OPS:
-        raise InvalidNodeConfig(f"condition op must be one of {', '.join(CONDITION_OPS)}")
-    if op != "exists" and "value" not in config:
-        raise InvalidNodeConfig(f"condition op {op} needs a value")
-    value = config.get("value")
-    if op == "in" and not isinstance(value, list):
-        raise InvalidNodeConfig("condition op in needs a list value")
+def read_condition(config: dict[str, Any]) -> ConditionConfig:
     return ConditionConfig(
-        field=field,
-        op=op,
-        value=value,
+        field=config["field"],
+        op=config["op"],
+        value=config.get("value"),
         true_node_id=_node_ref(config, "true_node_id"),
         false_node_id=_node_ref(config, "false_node_id"),
     )
 
 
-def parse_split(config: dict[str, Any]) -> SplitConfig:
-    _reject_unknown(config, {"branches"})
-    raw = config.get("branches")
-    if not isinstance(raw, list) or not raw:
-        raise InvalidNodeConfig("split needs a non-empty list of branches")
-    branches = []
-    for index, branch in enumerate(raw):
-        if not isinstance(branch, dict):
-            raise InvalidNodeConfig(f"split branch {index} must be an object")
-        weight = branch.get("weight")
-        if not _number(weight) or weight < 0:
-            raise InvalidNodeConfig(f"split branch {index} needs a weight >= 0")
-        branches.append(SplitBranch(weight=float(weight), node_id=_node_ref(branch, "node_id")))
-    if sum(b.weight for b in branches) <= 0:
-        raise InvalidNodeConfig("split weights must add up to more than 0")
-    return SplitConfig(branches=tuple(branches))
+def read_split(config: dict[str, Any]) -> SplitConfig:
+    return SplitConfig(
+        branches=tuple(
+            SplitBranch(weight=float(branch["weight"]), node_id=_node_ref(branch, "node_id"))
+            for branch in config["branches"]
+        )
+    )
 
 
-def parse_update_contact(config: dict[str, Any]) -> UpdateContactConfig:
-    _reject_unknown(config, {"set"})
-    values = config.get("set")
-    if not isinstance(values, dict) or not values:
-        raise InvalidNodeConfig("update_contact needs a non-empty set object")
-    return UpdateContactConfig(set=dict(values))
+def read_update_contact(config: dict[str, Any]) -> UpdateContactConfig:
+    return UpdateContactConfig(set=dict(config["set"]))
 
 
-def parse_webhook(config: dict[str, Any]) -> WebhookConfig:
-    _reject_unknown(config, {"url", "method", "timeout_seconds"})
-    url = config.get("url")
-    # The URL is never echoed: a stored reason must not carry its credentials or query string.
-    try:
-        parsed = urlsplit(url) if isinstance(url, str) else None
-        valid = parsed is not None and bool(parsed.hostname) and parsed.port != 0
-    except ValueError:  # a malformed port or IPv6 literal
-        parsed, valid = None, False
-    if parsed is None or parsed.scheme not in ("http", "https") or not valid:
-        raise InvalidNodeConfig("webhook url must be an http(s) URL with a host")
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
-        raise InvalidNodeConfig("webhook url must not contain whitespace or control characters")
-    method = str(config.get("method", "POST")).upper()
-    if method not in WEBHOOK_METHODS:
-        raise InvalidNodeConfig(f"webhook method must be one of {', '.join(WEBHOOK_METHODS)}")
-    timeout = config.get("timeout_seconds", 5)
-    if not _number(timeout) or not 0 < timeout <= MAX_WEBHOOK_TIMEOUT:
-        raise InvalidNodeConfig(f"webhook timeout_seconds must be in (0, {MAX_WEBHOOK_TIMEOUT}]")
-    return WebhookConfig(url=url, method=method, timeout_seconds=float(timeout))
+def read_webhook(config: dict[str, Any]) -> WebhookConfig:
+    return WebhookConfig(
+        url=config["url"],
+        method=config.get("method", "POST").upper(),
+        timeout_seconds=float(config.get("timeout_seconds", 5)),
+    )
 
 
-def parse_exit(config: dict[str, Any]) -> ExitConfig:
-    _reject_unknown(config, set())
+def read_exit(config: dict[str, Any]) -> ExitConfig:
     return ExitConfig()
 
 
-PARSERS = {
-    "send_sms": parse_send_sms,
-    "wait": parse_wait,
-    "condition": parse_condition,
-    "split": parse_split,
-    "update_contact": parse_update_contact,
-    "webhook": parse_webhook,
-    "exit": parse_exit,
+# Each node type's reader; its schema (docs/schemas/nodes/<type>.json) is the check.
+READERS: dict[str, Callable[[dict[str, Any]], NodeConfig]] = {
+    "send_sms": read_send_sms,
+    "wait": read_wait,
+    "condition": read_condition,
+    "split": read_split,
+    "update_contact": read_update_contact,
+    "webhook": read_webhook,
+    "exit": read_exit,
 }
 
 
+def check_node_config(node_type: str, config: object) -> None:
+    """Raise InvalidNodeConfig naming the first problem the type's schema finds."""
+    try:
+        validator = node_validator(node_type)
+    except SchemaMissing:
+        raise InvalidNodeConfig(f"unknown node type {node_type!r}") from None
+    problem = first_problem(validator, config, "config", "key")
+    if problem is not None:
+        raise InvalidNodeConfig(problem)
+
+
 def parse_node_config(node_type: str, config: object) -> NodeConfig:
-    parser = PARSERS.get(node_type)
-    if parser is None:
+    reader = READERS.get(node_type)
+    if reader is None:
         raise InvalidNodeConfig(f"unknown node type {node_type!r}")
-    return parser(_require_dict(config))
+    check_node_config(node_type, config)
+    assert isinstance(config, dict)  # the schema's "type": "object"
+    return reader(config)

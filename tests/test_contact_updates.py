@@ -153,7 +153,7 @@ def test_worker_updates_contacts_and_rejects_bad_messages_once(
         producer.publish(UPDATE_CONTACTS, {"tenant_id": t}): "missing argument(s) updates",
         producer.publish(
             UPDATE_CONTACTS, {"tenant_id": t, "updates": [{"contact_id": str(ours[1])}]}
-        ): "updates[0]: missing set",
+        ): "updates[0] needs set",
         producer.publish(
             UPDATE_CONTACTS,
             {

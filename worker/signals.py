@@ -17,7 +17,7 @@ from celery.signals import (
 )
 
 from db.engine import dispose_after_fork
-from tasks import circuit_breaker, http
+from tasks import circuit_breaker, http, schemas
 from worker import budget, logging_config, metrics_server
 from worker.settings import current_settings
 
@@ -60,6 +60,7 @@ def _before_the_pool_forks(instance: Any, **_: Any) -> None:
         concurrency = max(concurrency, int(instance.max_concurrency))
     # The settings were validated when the worker package was imported (worker/__init__.py).
     settings = current_settings()
+    _require_task_schemas(instance.app)
     budget.enforce(
         concurrency,
         _is_prefork(instance.pool_cls),
@@ -67,6 +68,16 @@ def _before_the_pool_forks(instance: Any, **_: Any) -> None:
         settings.budget.connection_budget,
     )
     metrics_server.start(settings.metrics)
+
+
+def _require_task_schemas(app: Any) -> None:
+    # Each task checks its arguments against its published schema: one without a schema would
+    # fail every message, so the worker refuses to start instead.
+    try:
+        schemas.require_task_schemas(sorted(n for n in app.tasks if n.startswith("journeys.")))
+    except schemas.SchemaMissing as exc:
+        logging.getLogger("journey_worker").critical("journey-worker: %s", exc)
+        raise SystemExit(2) from None
 
 
 @worker_process_shutdown.connect
