@@ -3,6 +3,7 @@ worker's parent checks and starts before it forks them."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import Any
@@ -68,6 +69,17 @@ def _before_the_pool_forks(instance: Any, **_: Any) -> None:
         settings.budget.connection_budget,
     )
     metrics_server.start(settings.metrics)
+    freeze_startup_objects()
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive now (the imported modules, the app: some 140,000) out of the
+    garbage collector's reach, right before the pool forks, as the gc module's documentation
+    advises for pre-fork servers. Children no longer copy the pages that collections would
+    touch; and the parent's shutdown no longer ends in collections over all of them, one to two
+    seconds of CPU on an idle machine (measured with py-spy: `gc_collect_main` at interpreter
+    exit), which is what a warm shutdown's time grows with on a loaded one."""
+    gc.freeze()
 
 
 def _require_task_schemas(app: Any) -> None:
