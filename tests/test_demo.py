@@ -67,6 +67,10 @@ def test_demo_completes_every_journey_on_the_embedded_default(tmp_path: Path) ->
         (["--wait-seconds", "-1"], "Invalid value for '--wait-seconds': -1.0 is not in the range"),
         (["--wait-seconds", "nan"], "Invalid value for '--wait-seconds': 'nan' is not a finite"),
         (["--wait-seconds", "inf"], "Invalid value for '--wait-seconds'"),
+        (
+            ["--wait-seconds", "200000000"],
+            "Invalid value for '--wait-seconds': wait seconds must be a number from 0 to 158112000",
+        ),
         (["--timeout", "0"], "Invalid value for '--timeout': 0.0 is not in the range x>0"),
     ],
 )

@@ -38,7 +38,8 @@ from db.models import (
 )
 from db.settings import EMBEDDED_DIR, parse_database_url, use_db_settings
 from tasks import names
-from tasks.node_config import MAX_WAIT_SECONDS
+from tasks.errors import InvalidNodeConfig
+from tasks.node_config import check_node_config
 from worker.app import create_app
 from worker.health import redacted
 from worker.settings import WorkerSettings, current_settings
@@ -177,6 +178,15 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+def _checked_wait(seconds: float) -> float:
+    """The journey's wait as its node config, checked against the published wait schema."""
+    try:
+        check_node_config("wait", {"seconds": seconds})
+    except InvalidNodeConfig as exc:
+        raise click.BadParameter(exc.reason.removeprefix("invalid_node_config: ")) from None
+    return seconds
+
+
 def failure_reasons(engine: Engine, demo: DemoJourney) -> dict[str, int]:
     """How many of the demo's journeys FAILED for each reason, most frequent first."""
     with engine.connect() as conn:
@@ -218,7 +228,8 @@ def delete_demo_rows(engine: Engine, tenant_id: uuid.UUID) -> None:
 )
 @click.option(
     "--wait-seconds",
-    type=FiniteFloatRange(min=0, max=MAX_WAIT_SECONDS),
+    type=FiniteFloatRange(min=0),
+    callback=lambda _ctx, _param, seconds: _checked_wait(seconds),
     default=2.0,
     show_default=True,
     help="The journey's wait, in seconds (0 or more).",
