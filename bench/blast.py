@@ -22,6 +22,8 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.engine import URL
 
 from bench import probe
+from bench.e2e import Stall
+from bench.errors import BenchError
 from bench.seed import libpq_dsn
 from db.models import Journey, JourneyNode, Tenant
 from tasks import names
@@ -34,7 +36,7 @@ BATCH_NODE_TYPES = ("send_sms", "update_contact", "condition", "exit")
 Echo = Callable[[str], None]
 
 
-class BlastError(RuntimeError):
+class BlastError(BenchError):
     """The blast did not finish, or finished with effects that are not exactly once."""
 
 
@@ -251,12 +253,14 @@ def run_blast(
     deadline = time.monotonic() + timeout
     next_note = time.monotonic() + 5
     done_batches = 0
+    stall = Stall()
     while True:
         reader.poll()
         samples = reader.samples.get(run, [])
         done_batches = sum(s.contacts for s in samples if s.task == names.EXECUTE_BATCH)
         if done_batches >= expected and execution_count(engine, journey.tenant_id) >= expected:
             break
+        stall.check(len(samples), f"{label}: {done_batches:,} of {expected:,} node executions")
         if not worker.alive():
             raise BlastError(f"{label}: worker exited during the blast:\n{worker.log_tail()}")
         if time.monotonic() > deadline:

@@ -25,6 +25,7 @@ from tasks import names
 from tasks.engine import execute_node_kwargs
 
 MODES = ("naive", "optimized", "ceiling")
+STALL_SECONDS = 120.0
 STEP_TASKS = {"naive": NAIVE_EXECUTE_NODE, "optimized": names.EXECUTE_NODE, "ceiling": CEILING_STEP}
 
 
@@ -42,6 +43,27 @@ def start_bench_worker(
         hostname=f"bench-{uuid.uuid4().hex[:6]}@%h",
         queues=names.WORKER_QUEUES,
     )
+
+
+class Stall:
+    """A run whose worker stopped finishing tasks: a lost message ends a chain for good (on
+    this shared machine, a broker database flushed by a run that is not ours), so say so
+    instead of waiting for the whole timeout."""
+
+    def __init__(self, seconds: float = STALL_SECONDS) -> None:
+        self.seconds = seconds
+        self.seen = -1
+        self.since = time.monotonic()
+
+    def check(self, done: int, progress: str) -> None:
+        now = time.monotonic()
+        if done != self.seen:
+            self.seen, self.since = done, now
+        elif now - self.since > self.seconds:
+            raise BenchError(
+                f"{progress}, and no task finished for {self.seconds:.0f}s: messages were lost "
+                "(was the broker's database or vhost emptied by another run?)"
+            )
 
 
 @dataclass
@@ -101,10 +123,12 @@ def e2e_run(
             app.send_task(task_name, kwargs=kwargs, producer=producer)
     deadline = time.monotonic() + timeout
     step_tasks = (task_name, names.EXECUTE_BATCH)
+    stall = Stall()
     while True:
         reader.poll()
         if reader.count(run, step_tasks) >= expected:
             break
+        stall.check(reader.count(run), f"{mode}: {reader.count(run, step_tasks)} of {expected}")
         if not worker.alive():
             raise BenchError(f"worker exited during the {mode} run:\n{worker.log_tail()}")
         if time.monotonic() > deadline:

@@ -494,7 +494,7 @@ def blast_goals(rows: Sequence[Row]) -> list[tuple[str, bool | None, str]]:
     for r in rows:
         if r["mode"] != "blast":
             continue
-        where = f"{r['broker']}, events {'on' if r['task_events'] else 'off'}"
+        where = f"{r['broker']}, events {'on' if r['task_events'] else 'off'}, {r['contacts']:,}"
         results.append(
             (
                 f"blast >={BLAST_MIN_PER_S:,.0f} node executions/s ({where})",

@@ -11,13 +11,16 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from bench.report import REQUIRED_KEYS, goals, goals_text, table
+from bench.e2e import Stall
+from bench.errors import BenchError
+from bench.report import REQUIRED_KEYS, blast_goals, blast_table, goals, goals_text, table
 from bench.run import parse_brokers, parse_modes
 from bench.stats import percentile
 from tests.services import PG_ADMIN_URL, REDIS_URL, require
@@ -214,3 +217,78 @@ def test_goals_report_pass_miss_and_not_run() -> None:
     text_out = goals_text(goals(rows, 0))
     assert "MISS" in text_out and "PASS" in text_out and "n/a" in text_out
     assert "optimized" in table(rows) and " - " in table(rows)
+
+
+def _blast_row(**values: object) -> dict:
+    row = {
+        "mode": "blast",
+        "broker": "redis",
+        "task_events": False,
+        "contacts": 100,
+        "node_executions": 400,
+        "seconds": 0.1,
+        "e2e_per_s": 4000.0,
+        "ceiling_per_s": 500.0,
+        "ratio_vs_ceiling": 8.0,
+        "statements_per_node": 0.02,
+        "db_roundtrips_per_node": 0.02,
+        "statements_per_batch": dict.fromkeys(
+            ("send_sms", "update_contact", "condition", "exit"), 2.0
+        ),
+        "statements_per_batch_median": dict.fromkeys(
+            ("send_sms", "update_contact", "condition", "exit"), 2.0
+        ),
+        "statements_per_batch_max": dict.fromkeys(
+            ("send_sms", "update_contact", "condition", "exit"), 2
+        ),
+        "commits_per_batch": dict.fromkeys(
+            ("send_sms", "update_contact", "condition", "exit"), 0.0
+        ),
+        "publishes_per_batch": dict.fromkeys(
+            ("send_sms", "update_contact", "condition", "exit"), 1.0
+        ),
+        "batches": dict.fromkeys(("send_sms", "update_contact", "condition", "exit"), 1),
+        "mean_batch_contacts": 100.0,
+        "task_ms_median": {},
+        "task_sql_ms_median": {},
+        "children_busy_share": 0.5,
+        "statements_per_enroll": 2.0,
+        "statements_per_delivery_batch": 5.0,
+        "worker_child_rss_growth_mb": 3.0,
+        "exactly_once": True,
+        "checks": [],
+    }
+    return {**row, **values}
+
+
+def test_blast_goals_pass_and_miss() -> None:
+    good = _blast_row()
+    slow = _blast_row(
+        broker="rabbitmq",
+        e2e_per_s=900.0,
+        ratio_vs_ceiling=1.5,
+        statements_per_batch_median={
+            "send_sms": 3.0,
+            "update_contact": 2.0,
+            "condition": 2.0,
+            "exit": 2.0,
+        },
+        worker_child_rss_growth_mb=80.0,
+        exactly_once=False,
+        checks=["messages: expected 150, found 151"],
+    )
+    results = {goal: passed for goal, passed, _ in blast_goals([good, slow])}
+    assert all(results[g] for g in results if "redis" in g)
+    assert not any(results[g] for g in results if "rabbitmq" in g)
+    assert "messages: expected 150" in goals_text(blast_goals([slow]))
+    assert "redis" in blast_table([good, slow]) and "NO" in blast_table([good, slow])
+
+
+def test_a_stalled_run_fails_saying_messages_were_lost() -> None:
+    stall = Stall(seconds=0.05)
+    stall.check(3, "ceiling: 3 of 8")
+    time.sleep(0.1)
+    stall.check(4, "ceiling: 4 of 8")  # progress resets the clock
+    time.sleep(0.1)
+    with pytest.raises(BenchError, match="4 of 8, and no task finished for 0s: messages"):
+        stall.check(4, "ceiling: 4 of 8")

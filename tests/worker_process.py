@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @contextmanager
 def broker_namespace(kind: str) -> Iterator[str]:
     """A broker URL no other test uses: a flushed Redis database, or a fresh RabbitMQ vhost."""
+    kind = "redis" if kind == "redis" else "rabbitmq"  # any other name (amqp, ...) is RabbitMQ
     require("Redis" if kind == "redis" else "RabbitMQ")
     with shared_broker_namespace(kind, REDIS_URL, RABBITMQ_URL, renew=False) as url:
         yield url
