@@ -401,3 +401,21 @@ class StatsRefresh(Base):
     # The moment the refresh's snapshot was taken: the data is as of then.
     refreshed_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
     duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class ContactSend(Base):
+    """A counted send to a contact, for the tenant's frequency cap (0012). Written in the same
+    transaction as the send's message, under a lock on the contact, so the check and the count
+    are one step; a message the provider refused gives its row back (db/send_counters.py)."""
+
+    __tablename__ = "contact_sends"
+    __table_args__ = (Index("ix_contact_sends_contact_sent_at", "contact_id", "sent_at"),)
+
+    # The message's own deterministic id: a re-run of the same step counts it once.
+    message_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    contact_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    )
+    journey_contact_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    sent_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)

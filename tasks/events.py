@@ -15,6 +15,7 @@ from tasks import names
 from tasks.arguments import check_kwargs, uuid_arg
 from tasks.base import JourneyTask
 from tasks.errors import TransientError
+from tasks.send_policy import INVALID_TENANT_SETTINGS
 
 log = logging.getLogger("journey_worker.tasks")
 
@@ -70,6 +71,8 @@ def tenant_updated(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, An
     resumed = 0
     with transaction() as session:
         if holds.tenant_status(session, tenant_id) == TenantStatus.ACTIVE:
-            resumed = holds.resume_held_contacts(session, tenant_id, reasons=["tenant_suspended"])
+            resumed = holds.resume_held_contacts(
+                session, tenant_id, reasons=["tenant_suspended", INVALID_TENANT_SETTINGS]
+            )
     log.info("tenant updated tenant_id=%s resumed=%d", tenant_id, resumed)
     return {"resumed": resumed}

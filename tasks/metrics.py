@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     WEBHOOK_REFUSALS: Counter
     SMS_PROVIDER_ATTEMPTS: Counter
     SMS_PROVIDER_CIRCUIT_OPENS: Counter
+    SEND_POLICY: Counter
+    TIMEZONE_FALLBACKS: Counter
 
 NAMES = (
     "STEPS",
@@ -48,6 +50,8 @@ NAMES = (
     "DISPATCH_LAG",
     "TENANT_STEPS",
     "SEND_RATE_DEFERRED",
+    "SEND_POLICY",
+    "TIMEZONE_FALLBACKS",
 )
 
 _lock = threading.Lock()
@@ -129,6 +133,18 @@ def _create() -> dict[str, Any]:
             "journey_worker_sms_provider_circuit_opens_total",
             "Times a provider's circuit breaker opened in a worker process.",
             ["provider"],
+        ),
+        "SEND_POLICY": Counter(
+            "journey_worker_send_policy_total",
+            "Sends the tenant's policy held, by rule (quiet_hours, frequency_capped) and action"
+            " (deferred, skipped); only for steps whose write held.",
+            ["rule", "action"],
+        ),
+        "TIMEZONE_FALLBACKS": Counter(
+            "journey_worker_timezone_fallbacks_total",
+            "Time zone names that could not be used, by source (contact, phone, tenant): the"
+            " next source was used instead.",
+            ["source"],
         ),
     }
 

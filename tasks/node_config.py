@@ -24,6 +24,8 @@ WEBHOOK_METHODS = ("POST", "PUT", "PATCH")
 @dataclass(frozen=True)
 class SendSmsConfig:
     body: str
+    # Exempt from the tenant's frequency cap (not from opt-out or quiet hours): contract v2.
+    transactional: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,13 +109,16 @@ def _number(value: object) -> bool:
 
 
 def parse_send_sms(config: dict[str, Any]) -> SendSmsConfig:
-    _reject_unknown(config, {"body"})
+    _reject_unknown(config, {"body", "transactional"})
     body = config.get("body")
     if not isinstance(body, str) or not body.strip():
         raise InvalidNodeConfig("send_sms needs a non-empty string body")
     if len(body) > MAX_SMS_BODY:
         raise InvalidNodeConfig(f"send_sms body longer than {MAX_SMS_BODY} characters")
-    return SendSmsConfig(body=body)
+    transactional = config.get("transactional", False)
+    if not isinstance(transactional, bool):
+        raise InvalidNodeConfig("send_sms transactional must be true or false")
+    return SendSmsConfig(body=body, transactional=transactional)
 
 
 def parse_wait(config: dict[str, Any]) -> WaitConfig:

@@ -68,6 +68,8 @@ def record(outcome: BatchOutcome, duration: float, task_id: str | None) -> None:
         metrics.STEPS.labels(node_type, contact.outcome, contact.execution_status or "").inc()
         if contact.detail == "loop_detected":
             metrics.LOOP_DETECTIONS.inc()
+        if contact.policy is not None:
+            metrics.SEND_POLICY.labels(*contact.policy).inc()
     metrics.BATCH_SIZE.labels(node_type).observe(len(outcome.contacts))
     if counts.get("executed"):
         metrics.TENANT_STEPS.labels(str(outcome.tenant_id)).inc(counts["executed"])
