@@ -419,3 +419,21 @@ class ContactSend(Base):
     )
     journey_contact_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     sent_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+
+
+class JourneyNodeRedirect(Base):
+    """Where contacts go whose current node upstream deleted: the `redirects` map of
+    journeys.journey_updated (0012). to_node_id null: the journey ends there for them."""
+
+    __tablename__ = "journey_node_redirects"
+
+    journey_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("journeys.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The deleted node: no foreign key, it is gone (or about to be).
+    from_node_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    to_node_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(
+        Timestamp, nullable=False, server_default=text("CURRENT_TIMESTAMP")
+    )

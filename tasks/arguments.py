@@ -16,7 +16,7 @@ SIGNATURES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"tenant_id", "journey_contact_id", "node_id"}),
         frozenset({"step"}),
     ),
-    names.JOURNEY_UPDATED: (frozenset({"tenant_id", "journey_id"}), frozenset()),
+    names.JOURNEY_UPDATED: (frozenset({"tenant_id", "journey_id"}), frozenset({"redirects"})),
     names.JOURNEY_DELETED: (frozenset({"tenant_id", "journey_id"}), frozenset()),
     names.TENANT_UPDATED: (frozenset({"tenant_id"}), frozenset()),
     names.DELIVER_MESSAGE: (frozenset({"tenant_id", "message_id"}), frozenset()),
@@ -46,6 +46,22 @@ def uuid_arg(kwargs: Mapping[str, Any], name: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise BadMessage(f"{name} is not a UUID: {value[:64]!r}") from None
+
+
+def redirects_arg(kwargs: Mapping[str, Any]) -> dict[uuid.UUID, uuid.UUID | None]:
+    """journey_updated's optional `redirects`: {deleted node id: new node id or null}."""
+    value = kwargs.get("redirects")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadMessage(f"redirects must be an object, got {type(value).__name__}")
+    redirects: dict[uuid.UUID, uuid.UUID | None] = {}
+    for old, new in value.items():
+        key = uuid_arg({"redirects key": old}, "redirects key")
+        redirects[key] = (
+            None if new is None else uuid_arg({f"redirects[{old}]": new}, f"redirects[{old}]")
+        )
+    return redirects
 
 
 def optional_step(kwargs: Mapping[str, Any]) -> int | None:

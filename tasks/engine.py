@@ -17,6 +17,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection
+
+from db.redirects import journey_redirects
 from db.statuses import ContactStatus, ExecutionStatus, JourneyStatus, TenantStatus
 from db.step_store import (
     ExecutionWrite,
@@ -30,6 +33,7 @@ from db.step_store import (
 from tasks import names
 from tasks.errors import PermanentError, UnknownEntity
 from tasks.http import HttpEgress, webhook_egress
+from tasks.journey_edits import NODE_NOT_FOUND, NODE_REMOVED, REDIRECTED, reroute
 from tasks.lookups import JourneyReader, NodeRecord
 from tasks.node_config import parse_node_config
 from tasks.nodes import ContactView, NodeDecision, decide
@@ -90,6 +94,22 @@ class BatchOutcome:
 
     def counts(self) -> Counter[str]:
         return Counter(c.outcome for c in self.contacts)
+
+
+@dataclass(frozen=True)
+class _JourneyNow:
+    """The journey's live nodes and redirect map, read from the database (not the cache: an
+    edit is exactly when the cache may lag) for contacts whose node is gone."""
+
+    nodes: dict[uuid.UUID, NodeRecord]
+    redirects: dict[uuid.UUID, uuid.UUID | None]
+
+    @classmethod
+    def read(cls, connection: Connection, state: StepState) -> _JourneyNow:
+        return cls(
+            JourneyReader.load_nodes(connection, state.tenant_id, state.journey_id),
+            journey_redirects(connection, state.tenant_id, state.journey_id),
+        )
 
 
 @dataclass(frozen=True)
@@ -247,10 +267,13 @@ class StepEngine:
             except PermanentError as exc:
                 config_error = exc
         webhook_steps: list[tuple[LoadedStep, NodeDecision, uuid.UUID | None]] = []
+        journey: _JourneyNow | None = None
         for step in steps:
             state = step.state
             if node is None or node.journey_id != state.journey_id:
-                planned.append(_fail(state, f"node_not_found: {state.current_node_id}", None))
+                # Deleted by a live edit: read the journey as it is now, once per batch.
+                journey = journey or _JourneyNow.read(self.store.connection, state)
+                planned.append(self._node_gone(step, journey))
                 continue
             assert state.current_node_id is not None
             if self._loop_detected(state.db_now, step.loop_times):
@@ -367,6 +390,62 @@ class StepEngine:
             )
         item = self._apply(state, instead, node, pending)
         return replace(item, outcome=replace(item.outcome, policy=(held.rule, held.action)))
+
+    def _node_gone(self, step: LoadedStep, journey: _JourneyNow) -> _Planned:
+        """The contact's node was deleted while it was on its way there (tasks/journey_edits.py):
+        redirected, its journey ended, or held PAUSED until upstream says where it goes."""
+        state = step.state
+        assert state.current_node_id is not None
+        where = reroute(
+            state.current_node_id,
+            journey.nodes,
+            journey.redirects,
+            _previous_node(step),
+            _contact_view(state),
+            state.db_now,
+        )
+        if where is None:
+            return _hold(state, NODE_NOT_FOUND)
+        execution = ExecutionWrite(
+            id=step_uuid("execution", state.id, state.step_seq),
+            existing=False,
+            node_id=None,  # the node is gone; the result names it
+            status=ExecutionStatus.SKIPPED,
+            error=None,
+            result=where.result(state.current_node_id),
+        )
+        base = {
+            "journey_contact_id": state.id,
+            "contact_id": state.contact_id,
+            "step_seq": state.step_seq,
+            "next_step_seq": state.step_seq + 1,
+            "execution": execution,
+        }
+        if where.to_node_id is None:
+            write = StepWrite(
+                **base,
+                status=ContactStatus.COMPLETED,
+                current_node_id=None,
+                status_reason=NODE_REMOVED,
+                completed=True,
+            )
+            return _Planned(
+                write,
+                ContactOutcome(
+                    state.id, "executed", NODE_REMOVED, ExecutionStatus.SKIPPED, write.status
+                ),
+            )
+        write = StepWrite(
+            **base,
+            status=ContactStatus.ACTIVE,
+            current_node_id=where.to_node_id,
+            due_in_seconds=self.settings.redispatch_grace_seconds,
+        )
+        return _Planned(
+            write,
+            ContactOutcome(state.id, "executed", REDIRECTED, ExecutionStatus.SKIPPED, write.status),
+            where.to_node_id,
+        )
 
     def _loop_detected(self, db_now: datetime, times: Sequence[datetime]) -> bool:
         """The last loop_repeats runs of this node all fell within the window: this would be one

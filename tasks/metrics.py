@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     SMS_PROVIDER_CIRCUIT_OPENS: Counter
     SEND_POLICY: Counter
     TIMEZONE_FALLBACKS: Counter
+    JOURNEY_EDITS: Counter
 
 NAMES = (
     "STEPS",
@@ -52,6 +53,7 @@ NAMES = (
     "SEND_RATE_DEFERRED",
     "SEND_POLICY",
     "TIMEZONE_FALLBACKS",
+    "JOURNEY_EDITS",
 )
 
 _lock = threading.Lock()
@@ -145,6 +147,12 @@ def _create() -> dict[str, Any]:
             "Time zone names that could not be used, by source (contact, phone, tenant): the"
             " next source was used instead.",
             ["source"],
+        ),
+        "JOURNEY_EDITS": Counter(
+            "journey_worker_journey_edit_contacts_total",
+            "Contacts whose node a live edit deleted: redirected, node_removed (journey ended"
+            " there) or node_not_found (held until upstream says where).",
+            ["action"],
         ),
     }
 

@@ -52,11 +52,13 @@ def test_0012_up_down_up_and_rerun(migration_engine: Engine) -> None:
     downgrade(engine, "0010")
     assert current_revision(engine) == "0010"
     assert not inspect(engine).has_table("contact_sends")
+    assert not inspect(engine).has_table("journey_node_redirects")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM tenants")).scalar_one() == 1
 
     upgrade(engine, "0012")
     assert contact_sends_indexes(engine) == {"ix_contact_sends_contact_sent_at"}
+    assert inspect(engine).has_table("journey_node_redirects")
 
     # A rerun after a failure between the table and its index resumes where it stopped.
     with engine.begin() as conn:

@@ -1,9 +1,11 @@
-"""Send policy: the counted sends behind a tenant's frequency cap.
+"""Send policy and live journey edits: counted sends for frequency caps, node redirects.
 
 - `contact_sends`: one row per SMS counted against a contact's cap (the message's id, the
   contact, when). The engine locks the contact, counts its rows in the window and inserts one
   in the same transaction as the message, so 50 journeys sending at once count exactly.
   Transactional sends are not counted; a message the provider refused deletes its row.
+- `journey_node_redirects`: the `redirects` map of journeys.journey_updated, {deleted node:
+  new node or null}, read when a contact's current node no longer exists.
 
 Revision ID: 0012
 Revises: 0010
@@ -44,8 +46,28 @@ def upgrade() -> None:
         "CREATE INDEX IF NOT EXISTS ix_contact_sends_contact_sent_at"
         " ON contact_sends (contact_id, sent_at)"
     )
+    if not inspector.has_table("journey_node_redirects"):
+        op.create_table(
+            "journey_node_redirects",
+            sa.Column(
+                "journey_id",
+                sa.Uuid(),
+                sa.ForeignKey("journeys.id", ondelete="CASCADE"),
+                primary_key=True,
+            ),
+            sa.Column("from_node_id", sa.Uuid(), primary_key=True),
+            sa.Column("tenant_id", sa.Uuid(), nullable=False),
+            sa.Column("to_node_id", sa.Uuid(), nullable=True),
+            sa.Column(
+                "created_at",
+                sa.DateTime(timezone=True),
+                nullable=False,
+                server_default=sa.text("CURRENT_TIMESTAMP"),
+            ),
+        )
 
 
 def downgrade() -> None:
+    op.execute("DROP TABLE IF EXISTS journey_node_redirects")
     op.execute("DROP INDEX IF EXISTS ix_contact_sends_contact_sent_at")
     op.execute("DROP TABLE IF EXISTS contact_sends")
