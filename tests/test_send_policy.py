@@ -12,18 +12,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import Engine, func, select, update
 
 from db import dispatch, holds, send_counters
 from db.clock import as_utc
 from db.engine import transaction
 from db.models import ContactSend, JourneyContact, JourneyNodeExecution, Message, Tenant
-from tasks import metrics
+from tasks import circuit_breaker, metrics
+from tasks.deliveries import deliver_message
 from tasks.policy.quiet_hours import quiet_hours_verdict
 from tasks.send_policy import INVALID_TENANT_SETTINGS
+from tasks.settings import EngineSettings, use_engine_settings
 from tasks.steps import record
 from tests.engine_harness import deliveries, make_due, next_steps, row_counts, run_step, walk
 from tests.factories import make_contacts, make_journey, make_journey_contact, make_tenant
+from tests.http_stub import Reply, http_stub
 
 TWO_SENDS = [
     ("hello", "send_sms", {"body": "Hi {{first_name}}"}, "later"),
@@ -381,3 +385,29 @@ def test_same_capped_step_run_twice_counts_once(store_engine) -> None:
     assert run_step(tenant_id, first[0], first[1], 0).outcome == "executed"
     assert run_step(tenant_id, first[0], first[1], 0).outcome == "duplicate"
     assert counted(store_engine, contact) == 1
+
+
+@pytest.mark.parametrize(("reply", "outcome", "slots"), [(422, "failed", 0), (200, "sent", 1)])
+def test_a_message_the_provider_refuses_for_good_gives_its_slot_back(
+    pg_engine, reply: int, outcome: str, slots: int
+) -> None:
+    """Through the delivery task against a provider on 127.0.0.1: a 422 fails the message and
+    frees the contact's slot for the next journey; a sent message keeps it."""
+    tenant_id = make_tenant(pg_engine)
+    set_settings(pg_engine, tenant_id, {"frequency_cap": {"max_messages": 1, "per_seconds": 3600}})
+    (first, second), contact = journeys_to_one_contact(pg_engine, tenant_id, 2)
+    [message_id] = deliveries(run_step(tenant_id, *first))
+    with http_stub() as provider:
+        provider.script(then=Reply(reply, body={"id": "p-1"}))
+        use_engine_settings(
+            EngineSettings(sms_provider="http", sms_provider_urls=provider.url_for("/sms"))
+        )
+        try:
+            result = deliver_message.run(tenant_id=str(tenant_id), message_id=message_id)
+        finally:
+            use_engine_settings(None)
+            circuit_breaker.reset_after_fork()
+    assert result["outcome"] == outcome
+    assert counted(pg_engine, contact) == slots
+    expected = "COMPLETED" if slots == 0 else "SKIPPED"
+    assert run_step(tenant_id, *second).execution_status == expected
