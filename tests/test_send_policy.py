@@ -13,12 +13,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from db import dispatch, holds, send_counters
 from db.clock import as_utc
 from db.engine import transaction
 from db.models import ContactSend, JourneyContact, JourneyNodeExecution, Message, Tenant
+from db.postgres_step_store import PostgresStepStore
 from tasks import circuit_breaker, metrics
 from tasks.deliveries import deliver_message
 from tasks.policy.quiet_hours import quiet_hours_verdict
@@ -411,3 +413,30 @@ def test_a_message_the_provider_refuses_for_good_gives_its_slot_back(
     assert counted(pg_engine, contact) == slots
     expected = "COMPLETED" if slots == 0 else "SKIPPED"
     assert run_step(tenant_id, *second).execution_status == expected
+
+
+def test_a_connection_lost_during_a_capped_write_counts_nothing_then_the_retry_sends_once(
+    pg_engine, monkeypatch
+) -> None:
+    """The count and the message commit together or not at all: the server drops the
+    connection as the capped step is written; the retry finds the slot free and sends once."""
+    tenant_id = make_tenant(pg_engine)
+    set_settings(pg_engine, tenant_id, {"frequency_cap": {"max_messages": 1, "per_seconds": 3600}})
+    (first,), contact = journeys_to_one_contact(pg_engine, tenant_id, 1)
+    real_write = PostgresStepStore.write
+    calls = {"n": 0}
+
+    def lose_the_database_first(store, tenant, writes):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            store.connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return real_write(store, tenant, writes)
+
+    monkeypatch.setattr(PostgresStepStore, "write", lose_the_database_first)
+    with pytest.raises(OperationalError):
+        run_step(tenant_id, first[0], first[1], 0)
+    assert counted(pg_engine, contact) == 0
+    assert row_counts(pg_engine, first[0])["messages"] == 0
+    retried = run_step(tenant_id, first[0], first[1], 0)
+    assert retried.execution_status == "COMPLETED" and len(deliveries(retried)) == 1
+    assert counted(pg_engine, contact) == 1
