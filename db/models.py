@@ -409,7 +409,11 @@ class ContactSend(Base):
     are one step; a message the provider refused gives its row back (db/send_counters.py)."""
 
     __tablename__ = "contact_sends"
-    __table_args__ = (Index("ix_contact_sends_contact_sent_at", "contact_id", "sent_at"),)
+    __table_args__ = (
+        Index("ix_contact_sends_contact_sent_at", "contact_id", "sent_at"),
+        # Retention drops rows older than any cap looks back.
+        Index("ix_contact_sends_sent_at", "sent_at"),
+    )
 
     # The message's own deterministic id: a re-run of the same step counts it once.
     message_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)

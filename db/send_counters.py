@@ -18,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from db.clock import as_utc, db_now, to_utc
 from db.models import Contact, ContactSend
@@ -106,4 +107,18 @@ def release_sends(connection: Connection, message_ids: Iterable[uuid.UUID]) -> i
     if not ids:
         return 0
     result = connection.execute(delete(ContactSend).where(ContactSend.message_id.in_(ids)))
+    return result.rowcount or 0
+
+
+def purge_sends_batch(bind: Connection | Session, *, older_than: datetime, batch_size: int) -> int:
+    """Delete one batch of counted sends older than any cap can look back (retention)."""
+    victims = (
+        select(ContactSend.message_id)
+        .where(ContactSend.sent_at < to_utc(older_than))
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    result = bind.execute(
+        delete(ContactSend).where(ContactSend.message_id.in_(victims.scalar_subquery()))
+    )
     return result.rowcount or 0

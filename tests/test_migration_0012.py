@@ -36,7 +36,10 @@ def test_0012_up_down_up_and_rerun(migration_engine: Engine) -> None:
     engine = migration_engine
     upgrade(engine, "0012")
     assert current_revision(engine) == "0012"
-    assert contact_sends_indexes(engine) == {"ix_contact_sends_contact_sent_at"}
+    assert contact_sends_indexes(engine) == {
+        "ix_contact_sends_contact_sent_at",
+        "ix_contact_sends_sent_at",
+    }
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -57,7 +60,10 @@ def test_0012_up_down_up_and_rerun(migration_engine: Engine) -> None:
         assert conn.execute(text("SELECT count(*) FROM tenants")).scalar_one() == 1
 
     upgrade(engine, "0012")
-    assert contact_sends_indexes(engine) == {"ix_contact_sends_contact_sent_at"}
+    assert contact_sends_indexes(engine) == {
+        "ix_contact_sends_contact_sent_at",
+        "ix_contact_sends_sent_at",
+    }
     assert inspect(engine).has_table("journey_node_redirects")
 
     # A rerun after a failure between the table and its index resumes where it stopped.
@@ -65,5 +71,8 @@ def test_0012_up_down_up_and_rerun(migration_engine: Engine) -> None:
         conn.execute(text("DROP INDEX ix_contact_sends_contact_sent_at"))
         conn.execute(text("UPDATE alembic_version SET version_num = '0010'"))
     upgrade(engine, "0012")
-    assert contact_sends_indexes(engine) == {"ix_contact_sends_contact_sent_at"}
+    assert contact_sends_indexes(engine) == {
+        "ix_contact_sends_contact_sent_at",
+        "ix_contact_sends_sent_at",
+    }
     assert head_revision() == "0012"

@@ -24,6 +24,7 @@ from db.postgres_step_store import PostgresStepStore
 from tasks import circuit_breaker, metrics
 from tasks.deliveries import deliver_message
 from tasks.policy.quiet_hours import quiet_hours_verdict
+from tasks.retention import purge_executions
 from tasks.send_policy import INVALID_TENANT_SETTINGS
 from tasks.settings import EngineSettings, use_engine_settings
 from tasks.steps import record
@@ -440,3 +441,27 @@ def test_a_connection_lost_during_a_capped_write_counts_nothing_then_the_retry_s
     retried = run_step(tenant_id, first[0], first[1], 0)
     assert retried.execution_status == "COMPLETED" and len(deliveries(retried)) == 1
     assert counted(pg_engine, contact) == 1
+
+
+def test_retention_drops_counted_sends_no_cap_can_look_back_to(store_engine) -> None:
+    tenant_id = make_tenant(store_engine)
+    contact = one_contact(store_engine, tenant_id)
+    now = db_now(store_engine)
+    ages = {"old": timedelta(days=40), "recent": timedelta(days=30)}
+    with store_engine.begin() as conn:
+        send_counters.count_sends(
+            conn,
+            tenant_id,
+            [
+                send_counters.CountedSend(uuid.uuid4(), contact, None, now - age)
+                for age in ages.values()
+            ],
+        )
+    use_engine_settings(EngineSettings(purge_after_days=0))
+    try:
+        purge_executions.run()
+    finally:
+        use_engine_settings(None)
+    with store_engine.connect() as conn:
+        [kept] = conn.execute(select(ContactSend.sent_at)).scalars()
+    assert abs(as_utc(kept) - (now - ages["recent"])) < timedelta(seconds=1)

@@ -46,6 +46,7 @@ def upgrade() -> None:
         "CREATE INDEX IF NOT EXISTS ix_contact_sends_contact_sent_at"
         " ON contact_sends (contact_id, sent_at)"
     )
+    op.execute("CREATE INDEX IF NOT EXISTS ix_contact_sends_sent_at ON contact_sends (sent_at)")
     if not inspector.has_table("journey_node_redirects"):
         op.create_table(
             "journey_node_redirects",
@@ -69,5 +70,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP TABLE IF EXISTS journey_node_redirects")
+    op.execute("DROP INDEX IF EXISTS ix_contact_sends_sent_at")
     op.execute("DROP INDEX IF EXISTS ix_contact_sends_contact_sent_at")
     op.execute("DROP TABLE IF EXISTS contact_sends")
