@@ -465,3 +465,26 @@ def test_retention_drops_counted_sends_no_cap_can_look_back_to(store_engine) -> 
     with store_engine.connect() as conn:
         [kept] = conn.execute(select(ContactSend.sent_at)).scalars()
     assert abs(as_utc(kept) - (now - ages["recent"])) < timedelta(seconds=1)
+
+
+def test_a_calendar_day_cap_defers_to_the_contacts_next_midnight(store_engine) -> None:
+    tenant_id = make_tenant(store_engine)
+    cap = {"max_messages": 1, "window": "calendar_day", "action": "defer"}
+    set_settings(store_engine, tenant_id, {"frequency_cap": cap})
+    zone = "Asia/Kathmandu"
+    contact = one_contact(store_engine, tenant_id, timezone=zone)
+    (first, second), _ = journeys_to_one_contact(store_engine, tenant_id, 2)
+    with store_engine.begin() as conn:
+        conn.execute(
+            update(JourneyContact)
+            .where(JourneyContact.id.in_([first[0], second[0]]))
+            .values(contact_id=contact)
+        )
+    assert run_step(tenant_id, *first).execution_status == "COMPLETED"
+    outcome = run_step(tenant_id, *second)
+    assert outcome.batch.contacts[0].policy == ("frequency_capped", "deferred")
+    due_at = as_utc(row_counts(store_engine, second[0])["due_at"])
+    assert due_at is not None
+    local = due_at.astimezone(ZoneInfo(zone))
+    assert (local.hour, local.minute, local.second) == (0, 0, 0)
+    assert timedelta(0) < due_at - db_now(store_engine) <= timedelta(days=1)
