@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -29,14 +30,19 @@ from tasks.policy.send_gate import (
     frequency_cap_hold,
     quiet_hours_hold,
 )
-from tasks.policy.settings import TenantSendPolicy, parse_tenant_send_policy
-from tasks.policy.timezones import ContactTimeZone
+from tasks.policy.settings import (
+    FrequencyCapWindow,
+    TenantSendPolicy,
+    parse_tenant_send_policy,
+)
+from tasks.policy.timezones import DEFAULT_TIME_ZONE, ContactTimeZone, TimeZoneSource
 
 log = logging.getLogger("journey_worker.send_policy")
 
 # The PAUSED reason of a send held because the tenant's settings do not parse; tenant_updated
 # releases it once upstream fixes them.
 INVALID_TENANT_SETTINGS = "invalid_tenant_settings"
+UTC_ZONE = ContactTimeZone(zoneinfo.ZoneInfo(DEFAULT_TIME_ZONE), TimeZoneSource.DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,13 @@ class BatchSendPolicy:
         cap = self.policy.frequency_cap
         assert cap is not None
         at = send_counters.lock_contacts(connection, tenant_id, (s.state.contact_id for s in sends))
-        zones = {s.state.id: self.zone(s.state) for s in sends}
+        # A rolling window needs no zone: spare each contact the phone parse.
+        zones = {
+            s.state.id: self.zone(s.state)
+            if cap.window is FrequencyCapWindow.CALENDAR_DAY
+            else UTC_ZONE
+            for s in sends
+        }
         since = min(counting_since(cap, zones[s.state.id].zone, at) for s in sends)
         sent = send_counters.counted_sends(
             connection, tenant_id, (s.state.contact_id for s in sends), since
