@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, text, update
 
 from cache import CacheSettings, JourneyCache, build_cache, use_cache
 from db import dispatch
@@ -247,3 +247,28 @@ def test_redirects_naming_a_node_outside_the_journey_are_refused(pg_engine, real
         updated(fixture, redirects={str(fixture.nodes["old"]): str(stranger)})
     with pytest.raises(BadMessage, match="redirects"):
         updated(fixture, redirects={"not-a-uuid": None})
+
+
+def test_a_next_node_id_left_pointing_at_a_deleted_node(pg_engine, real_cache) -> None:
+    """Upstream's own schema may lack the foreign key that nulls the edge: the send waited on
+    keeps pointing at a deleted node. Each contact sends once, is held at the dangling edge
+    (not failed, not sent twice), and a map later takes it on."""
+    reader = JourneyReader(real_cache)
+    fixture, jcs = waiting_contacts(pg_engine, WAIT_THEN_SEND, reader)
+    with pg_engine.begin() as conn:
+        # As a database without the foreign key would: the edge old -> tail stays.
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
+        conn.execute(delete(JourneyNode).where(JourneyNode.id == fixture.nodes["tail"]))
+    updated(fixture)
+    make_due(pg_engine, *jcs)
+    run_until_quiet(pg_engine, fixture, reader)
+    assert states(pg_engine, jcs) == [("PAUSED", "node_not_found")] * 10
+    assert bodies(pg_engine, fixture) == sorted(f"old Ann{i}" for i in range(10))
+
+    new = add_node(pg_engine, fixture, "new {{first_name}}", None)
+    updated(fixture, redirects={str(fixture.nodes["tail"]): str(new)})
+    run_until_quiet(pg_engine, fixture, reader)
+    assert states(pg_engine, jcs) == [("COMPLETED", None)] * 10
+    assert bodies(pg_engine, fixture) == sorted(
+        [f"old Ann{i}" for i in range(10)] + [f"new Ann{i}" for i in range(10)]
+    )
