@@ -446,3 +446,43 @@ class ContactImport(Base):
         Timestamp, nullable=False, server_default=text("CURRENT_TIMESTAMP")
     )
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class ContactSend(Base):
+    """A counted send to a contact, for the tenant's frequency cap (0012). Written in the same
+    transaction as the send's message, under a lock on the contact, so the check and the count
+    are one step; a message the provider refused gives its row back (db/send_counters.py)."""
+
+    __tablename__ = "contact_sends"
+    __table_args__ = (
+        Index("ix_contact_sends_contact_sent_at", "contact_id", "sent_at"),
+        # Retention drops rows older than any cap looks back.
+        Index("ix_contact_sends_sent_at", "sent_at"),
+    )
+
+    # The message's own deterministic id: a re-run of the same step counts it once.
+    message_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    contact_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    )
+    journey_contact_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    sent_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+
+
+class JourneyNodeRedirect(Base):
+    """Where contacts go whose current node upstream deleted: the `redirects` map of
+    journeys.journey_updated (0012). to_node_id null: the journey ends there for them."""
+
+    __tablename__ = "journey_node_redirects"
+
+    journey_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("journeys.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The deleted node: no foreign key, it is gone (or about to be).
+    from_node_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    to_node_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(
+        Timestamp, nullable=False, server_default=text("CURRENT_TIMESTAMP")
+    )

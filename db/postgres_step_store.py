@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
@@ -273,6 +273,21 @@ class PostgresStepStore:
                 {"journey_contact_id": journey_contact_id, "step_seq": step_seq},
             ).scalar()
             yield PostgresStepStore(connection) if current else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[StepStore]:
+        """One transaction, on this store's own connection (no second connection from the pool:
+        fifty batches holding one each cannot starve each other), for a write that must commit
+        together with other statements: a frequency cap's check and count."""
+        connection = self._connection
+        connection.exec_driver_sql("BEGIN")
+        try:
+            yield self
+        except BaseException:
+            with suppress(Exception):  # the connection may be gone: the server rolls back
+                connection.exec_driver_sql("ROLLBACK")
+            raise
+        connection.exec_driver_sql("COMMIT")
 
 
 def _recent_from_json(item: list[Any]) -> RecentExecution:

@@ -262,3 +262,8 @@ class SqliteStepStore:
             )
         ).first()
         yield self if current else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[StepStore]:
+        # The task's BEGIN IMMEDIATE transaction is already the one transaction of the batch.
+        yield self

@@ -141,6 +141,11 @@ class StepStore(Protocol):
         it is held (None if the step was taken meanwhile)."""
         ...
 
+    def transaction(self) -> AbstractContextManager[StepStore]:
+        """A store whose statements share one transaction, committed at the end (the frequency
+        cap's lock, count and the step's write)."""
+        ...
+
 
 @contextmanager
 def step_store() -> Iterator[StepStore]:

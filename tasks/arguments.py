@@ -38,6 +38,22 @@ def uuid_arg(kwargs: Mapping[str, Any], name: str) -> uuid.UUID:
         raise BadMessage(f"{name} is not a UUID: {value[:64]!r}") from None
 
 
+def redirects_arg(kwargs: Mapping[str, Any]) -> dict[uuid.UUID, uuid.UUID | None]:
+    """journey_updated's optional `redirects`: {deleted node id: new node id or null}."""
+    value = kwargs.get("redirects")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadMessage(f"redirects must be an object, got {type(value).__name__}")
+    redirects: dict[uuid.UUID, uuid.UUID | None] = {}
+    for old, new in value.items():
+        key = uuid_arg({"redirects key": old}, "redirects key")
+        redirects[key] = (
+            None if new is None else uuid_arg({f"redirects[{old}]": new}, f"redirects[{old}]")
+        )
+    return redirects
+
+
 def optional_step(kwargs: Mapping[str, Any]) -> int | None:
     """The checked `step` (JSON Schema's integer includes 1.0)."""
     step = kwargs.get("step")

@@ -23,7 +23,7 @@ from celery import Celery, shared_task
 from sqlalchemy import Connection
 
 from cache import get_cache, get_send_rate_limiter
-from db import delivery
+from db import delivery, send_counters
 from db.engine import autocommit_connection
 from db.statuses import MessageStatus
 from tasks import metrics, names
@@ -181,6 +181,11 @@ def deliver(
                 )
                 outcomes[message.id] = MessageOutcome(message.id, "failed", failure)
         delivery.finish_messages(connection, tenant_id, results)
+        # A message the provider refused for good gives its frequency-cap slot back. After the
+        # FAILED is recorded: a crash in between costs the contact a slot, never sends one more.
+        send_counters.release_sends(
+            connection, [r.message_id for r in results if r.status == MessageStatus.FAILED]
+        )
         if missed:
             _defer(connection, missed, 0.0, requeue, outcomes)
     for result in results:

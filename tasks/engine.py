@@ -13,10 +13,13 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
+from sqlalchemy import Connection
+
+from db.redirects import journey_redirects
 from db.statuses import ContactStatus, ExecutionStatus, JourneyStatus, TenantStatus
 from db.step_store import (
     ExecutionWrite,
@@ -30,9 +33,12 @@ from db.step_store import (
 from tasks import names
 from tasks.errors import PermanentError, UnknownEntity
 from tasks.http import HttpEgress, webhook_egress
+from tasks.journey_edits import NODE_NOT_FOUND, NODE_REMOVED, REDIRECTED, reroute
 from tasks.lookups import JourneyReader, NodeRecord
 from tasks.node_config import parse_node_config
 from tasks.nodes import ContactView, NodeDecision, decide
+from tasks.policy.send_gate import HeldSend
+from tasks.send_policy import INVALID_TENANT_SETTINGS, BatchSendPolicy, CapRequest, release
 from tasks.settings import EngineSettings
 
 RUNNABLE = (ContactStatus.ACTIVE.value, ContactStatus.WAITING.value)
@@ -71,6 +77,8 @@ class ContactOutcome:
     detail: str = ""
     execution_status: str | None = None
     contact_status: str | None = None
+    # (rule, action) when the tenant's send policy held the send: ("quiet_hours", "deferred").
+    policy: tuple[str, str] | None = None
 
 
 @dataclass
@@ -86,6 +94,32 @@ class BatchOutcome:
 
     def counts(self) -> Counter[str]:
         return Counter(c.outcome for c in self.contacts)
+
+
+@dataclass(frozen=True)
+class _JourneyNow:
+    """The journey's live nodes and redirect map, read from the database (not the cache: an
+    edit is exactly when the cache may lag) for contacts whose node is gone."""
+
+    nodes: dict[uuid.UUID, NodeRecord]
+    redirects: dict[uuid.UUID, uuid.UUID | None]
+
+    @classmethod
+    def read(cls, connection: Connection, state: StepState) -> _JourneyNow:
+        return cls(
+            JourneyReader.load_nodes(connection, state.tenant_id, state.journey_id),
+            journey_redirects(connection, state.tenant_id, state.journey_id),
+        )
+
+
+@dataclass(frozen=True)
+class _Capped:
+    """A send waiting for the frequency cap's verdict, taken in the write's transaction."""
+
+    state: StepState
+    decision: NodeDecision
+    node: NodeRecord
+    pending: uuid.UUID | None
 
 
 @dataclass(frozen=True)
@@ -182,13 +216,18 @@ class StepEngine:
             else:
                 at_node.append(step)
         written: list[_Planned] = []
+        capped: list[_Capped] = []
         if at_node:
-            node, _tenant = self.reader.node_and_tenant(
+            node, tenant = self.reader.node_and_tenant(
                 self.store.connection, cmd.tenant_id, at_node[0].state.journey_id, cmd.node_id
             )
             outcome.node_type = node.type if node else None
-            planned += self._at_node(node, at_node, outcome, written)
-        claimed = self.store.write(cmd.tenant_id, [p.write for p in planned])
+            policy = BatchSendPolicy.for_tenant(tenant)
+            planned += self._at_node(node, at_node, outcome, written, policy, capped)
+        if capped:
+            claimed = self._write_capped(cmd.tenant_id, planned, capped, policy)
+        else:
+            claimed = self.store.write(cmd.tenant_id, [p.write for p in planned])
         self._settle(planned, claimed, outcome)
         self._settle(written, {p.write.journey_contact_id for p in written}, outcome)
         return outcome
@@ -213,9 +252,12 @@ class StepEngine:
         steps: list[LoadedStep],
         outcome: BatchOutcome,
         written: list[_Planned],
+        policy: BatchSendPolicy,
+        capped: list[_Capped],
     ) -> list[_Planned]:
         """Decide each contact at the node. Webhooks (an outside effect) run per contact: alone
-        in their task, or fanned out to single-contact tasks when there are several."""
+        in their task, or fanned out to single-contact tasks when there are several. Sends under
+        a frequency cap go to `capped`, decided in the write's transaction."""
         planned: list[_Planned] = []
         config = None
         config_error: PermanentError | None = None
@@ -225,10 +267,13 @@ class StepEngine:
             except PermanentError as exc:
                 config_error = exc
         webhook_steps: list[tuple[LoadedStep, NodeDecision, uuid.UUID | None]] = []
+        journey: _JourneyNow | None = None
         for step in steps:
             state = step.state
             if node is None or node.journey_id != state.journey_id:
-                planned.append(_fail(state, f"node_not_found: {state.current_node_id}", None))
+                # Deleted by a live edit: read the journey as it is now, once per batch.
+                journey = journey or _JourneyNow.read(self.store.connection, state)
+                planned.append(self._node_gone(step, journey))
                 continue
             assert state.current_node_id is not None
             if self._loop_detected(state.db_now, step.loop_times):
@@ -251,6 +296,17 @@ class StepEngine:
             except PermanentError as exc:
                 planned.append(_fail(state, exc.reason, node, pending))
                 continue
+            if decision.sms_body is not None and policy.applies:
+                if policy.error is not None:
+                    planned.append(_hold(state, INVALID_TENANT_SETTINGS))
+                    continue
+                held = policy.quiet_hours(state)
+                if held is not None:
+                    planned.append(self._held(state, decision, held, node, pending))
+                    continue
+                if policy.caps(config):
+                    capped.append(_Capped(state, decision, node, pending))
+                    continue
             if decision.webhook is None:
                 planned.append(self._apply(state, decision, node, pending))
                 continue
@@ -280,6 +336,116 @@ class StepEngine:
                     )
                 )
         return planned
+
+    def _write_capped(
+        self,
+        tenant_id: uuid.UUID,
+        planned: list[_Planned],
+        capped: list[_Capped],
+        policy: BatchSendPolicy,
+    ) -> set[uuid.UUID]:
+        """Check and count the capped sends and write the whole batch in one transaction: a
+        concurrent send to the same contact waits on its lock, then counts these."""
+        with self.store.transaction() as store:
+            requests = [
+                CapRequest(c.state, step_uuid("message", c.state.id, c.state.step_seq))
+                for c in capped
+            ]
+            holds, counted = policy.check_and_count(store.connection, tenant_id, requests)
+            for item in capped:
+                held = holds[item.state.id]
+                if held is None:
+                    planned.append(self._apply(item.state, item.decision, item.node, item.pending))
+                else:
+                    planned.append(
+                        self._held(item.state, item.decision, held, item.node, item.pending)
+                    )
+            claimed = store.write(tenant_id, [p.write for p in planned])
+            # A step another worker took sends nothing here: its slot goes back.
+            unsent = [
+                r.message_id
+                for r in requests
+                if r.message_id in counted and r.state.id not in claimed
+            ]
+            release(store.connection, unsent)
+        return claimed
+
+    def _held(
+        self,
+        state: StepState,
+        decision: NodeDecision,
+        held: HeldSend,
+        node: NodeRecord,
+        pending: uuid.UUID | None,
+    ) -> _Planned:
+        """The send does not go now: SKIPPED, then on along the journey, or deferred (WAITING at
+        this node, due when the rule allows it; the dispatcher runs the step again then)."""
+        if held.until is None:
+            instead = NodeDecision(
+                ExecutionStatus.SKIPPED, decision.next_node_id, result=held.result
+            )
+        else:
+            instead = NodeDecision(
+                ExecutionStatus.SKIPPED, node.id, wake_at=held.until, result=held.result
+            )
+        item = self._apply(state, instead, node, pending)
+        return replace(item, outcome=replace(item.outcome, policy=(held.rule, held.action)))
+
+    def _node_gone(self, step: LoadedStep, journey: _JourneyNow) -> _Planned:
+        """The contact's node was deleted while it was on its way there (tasks/journey_edits.py):
+        redirected, its journey ended, or held PAUSED until upstream says where it goes."""
+        state = step.state
+        assert state.current_node_id is not None
+        where = reroute(
+            state.current_node_id,
+            journey.nodes,
+            journey.redirects,
+            _previous_node(step),
+            _contact_view(state),
+            state.db_now,
+        )
+        if where is None:
+            return _hold(state, NODE_NOT_FOUND)
+        execution = ExecutionWrite(
+            id=step_uuid("execution", state.id, state.step_seq),
+            existing=False,
+            node_id=None,  # the node is gone; the result names it
+            status=ExecutionStatus.SKIPPED,
+            error=None,
+            result=where.result(state.current_node_id),
+        )
+        base = {
+            "journey_contact_id": state.id,
+            "contact_id": state.contact_id,
+            "step_seq": state.step_seq,
+            "next_step_seq": state.step_seq + 1,
+            "execution": execution,
+        }
+        if where.to_node_id is None:
+            write = StepWrite(
+                **base,
+                status=ContactStatus.COMPLETED,
+                current_node_id=None,
+                status_reason=NODE_REMOVED,
+                completed=True,
+            )
+            return _Planned(
+                write,
+                ContactOutcome(
+                    state.id, "executed", NODE_REMOVED, ExecutionStatus.SKIPPED, write.status
+                ),
+            )
+        write = StepWrite(
+            **base,
+            status=ContactStatus.ACTIVE,
+            current_node_id=where.to_node_id,
+            due_in_seconds=self.settings.redispatch_grace_seconds,
+        )
+        return _Planned(
+            write,
+            ContactOutcome(state.id, "executed", REDIRECTED, ExecutionStatus.SKIPPED, write.status),
+            where.to_node_id,
+        )
 
     def _loop_detected(self, db_now: datetime, times: Sequence[datetime]) -> bool:
         """The last loop_repeats runs of this node all fell within the window: this would be one

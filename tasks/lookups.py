@@ -97,7 +97,7 @@ class JourneyReader:
         node = NodeRecord.from_cache(read.node) if read and read.node else None
         tenant = TenantRecord.from_cache(read.tenant) if read and read.tenant else None
         if node is None:
-            nodes = self._load_nodes(connection, tenant_id, journey_id)
+            nodes = self.load_nodes(connection, tenant_id, journey_id)
             node = nodes.get(node_id)
             if read is not None and read.available and nodes:
                 self.cache.fill_nodes(  # type: ignore[union-attr]
@@ -120,7 +120,7 @@ class JourneyReader:
         return tenant
 
     @staticmethod
-    def _load_nodes(
+    def load_nodes(
         connection: Connection, tenant_id: uuid.UUID, journey_id: uuid.UUID
     ) -> dict[uuid.UUID, NodeRecord]:
         return {

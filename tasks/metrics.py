@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     WEBHOOK_REFUSALS: Counter
     SMS_PROVIDER_ATTEMPTS: Counter
     SMS_PROVIDER_CIRCUIT_OPENS: Counter
+    SEND_POLICY: Counter
+    TIMEZONE_FALLBACKS: Counter
+    JOURNEY_EDITS: Counter
 
 NAMES = (
     "STEPS",
@@ -48,6 +51,9 @@ NAMES = (
     "DISPATCH_LAG",
     "TENANT_STEPS",
     "SEND_RATE_DEFERRED",
+    "SEND_POLICY",
+    "TIMEZONE_FALLBACKS",
+    "JOURNEY_EDITS",
 )
 
 _lock = threading.Lock()
@@ -129,6 +135,24 @@ def _create() -> dict[str, Any]:
             "journey_worker_sms_provider_circuit_opens_total",
             "Times a provider's circuit breaker opened in a worker process.",
             ["provider"],
+        ),
+        "SEND_POLICY": Counter(
+            "journey_worker_send_policy_total",
+            "Sends the tenant's policy held, by rule (quiet_hours, frequency_capped) and action"
+            " (deferred, skipped); only for steps whose write held.",
+            ["rule", "action"],
+        ),
+        "TIMEZONE_FALLBACKS": Counter(
+            "journey_worker_timezone_fallbacks_total",
+            "Time zone names that could not be used, by source (contact, phone, tenant): the"
+            " next source was used instead.",
+            ["source"],
+        ),
+        "JOURNEY_EDITS": Counter(
+            "journey_worker_journey_edit_contacts_total",
+            "Contacts whose node a live edit deleted: redirected, node_removed (journey ended"
+            " there) or node_not_found (held until upstream says where).",
+            ["action"],
         ),
     }
 

@@ -23,6 +23,7 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 @dataclass(frozen=True)
 class SendSmsConfig:
     body: str
+    # Exempt from the tenant's frequency cap (not from opt-out or quiet hours): contract v2.
     transactional: bool = False
 
 

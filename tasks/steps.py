@@ -17,6 +17,7 @@ from tasks import metrics, names
 from tasks.arguments import check_kwargs, optional_step, step_list_arg, uuid_arg
 from tasks.base import JourneyTask, publish
 from tasks.engine import BatchCommand, BatchOutcome, StepEngine, StepRef
+from tasks.journey_edits import JOURNEY_EDIT_OUTCOMES
 from tasks.lookups import JourneyReader
 from tasks.settings import MAX_BATCH_SIZE, engine_settings
 
@@ -68,6 +69,10 @@ def record(outcome: BatchOutcome, duration: float, task_id: str | None) -> None:
         metrics.STEPS.labels(node_type, contact.outcome, contact.execution_status or "").inc()
         if contact.detail == "loop_detected":
             metrics.LOOP_DETECTIONS.inc()
+        if contact.policy is not None:
+            metrics.SEND_POLICY.labels(*contact.policy).inc()
+        if contact.detail in JOURNEY_EDIT_OUTCOMES:
+            metrics.JOURNEY_EDITS.labels(contact.detail).inc()
     metrics.BATCH_SIZE.labels(node_type).observe(len(outcome.contacts))
     if counts.get("executed"):
         metrics.TENANT_STEPS.labels(str(outcome.tenant_id)).inc(counts["executed"])

@@ -484,7 +484,9 @@ def test_journey_not_active_sends_nothing(
     assert (counts["status"], counts["reason"], counts["messages"]) == (contact_status, reason, 0)
 
 
-def test_node_deleted_while_contacts_wait_fails_them_with_a_reason(store_engine) -> None:
+def test_last_node_deleted_while_contacts_wait_ends_their_journey_visibly(store_engine) -> None:
+    """The wait now ends the journey (its next_node_id went null with the delete): contacts
+    waiting for the deleted node complete, saying why (tests/test_journey_edits.py has more)."""
     tenant_id = make_tenant(store_engine)
     fixture = make_journey(
         store_engine,
@@ -505,10 +507,11 @@ def test_node_deleted_while_contacts_wait_fails_them_with_a_reason(store_engine)
     assert len(due) == 1
     outcome = run_step(tenant_id, jc, due[0].node_id, due[0].step_seq)
     counts = row_counts(store_engine, jc)
-    assert outcome.outcome == "failed"
-    assert (counts["status"], counts["reason"]) == (
-        "FAILED",
-        f"node_not_found: {fixture.nodes['after']}",
+    assert (outcome.outcome, outcome.detail) == ("executed", "node_removed")
+    assert (counts["status"], counts["reason"], counts["messages"]) == (
+        "COMPLETED",
+        "node_removed",
+        0,
     )
 
 
