@@ -253,3 +253,27 @@ def test_phase3_migration_upgrades_downgrades_and_reruns(empty_pg_url: str) -> N
         assert "fillfactor=85" in reloptions()["journey_contacts"]
     finally:
         engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_real_worker_runs_maintenance_from_its_message(rig: Any, redis_broker_url: str) -> None:
+    from tests.kombu_producer import KombuProducer
+
+    db = rig.db
+    tenant = make_tenant(db)
+    make_contacts(db, tenant, 1000)
+    with db.begin() as conn:
+        conn.execute(text("DELETE FROM contacts WHERE phone > '+15550000300'"))
+    wait_until(lambda: contact_stats(db).dead_rows >= 600, timeout=15)
+    env = rig.env(
+        redis_broker_url,
+        MAINTENANCE_VACUUM_MIN_DEAD_ROWS="200",
+        MAINTENANCE_ANALYZE_MIN_CHANGED_ROWS="100000000",
+    )
+    worker = rig.start(env)
+    with KombuProducer(redis_broker_url) as producer:
+        producer.publish("journeys.maintain_tables", {})
+    wait_until(lambda: contact_stats(db).last_manual_vacuum is not None, timeout=60)
+    wait_until(lambda: "maintenance VACUUM contacts" in worker.log(), timeout=15)
+    assert contact_stats(db).dead_rows == 0
+    assert worker.proc.poll() is None
