@@ -201,3 +201,32 @@ def test_sqlite_is_refused_naming_why(sqlite_engine: Engine, tmp_path: Path) -> 
     path = write_csv(tmp_path / "c.csv", ["contact_id", "plan"], [[str(uuid.uuid4()), "x"]])
     with pytest.raises(ContactImportError, match="needs PostgreSQL"):
         run_import(sqlite_engine, path, uuid.uuid4())
+
+
+def test_a_chunk_meeting_a_held_contact_is_retried_not_queued(
+    pg_url: str, db: Engine, tmp_path: Path
+) -> None:
+    """A step holding a contact makes the chunk give up after --lock-timeout-ms and try again,
+    instead of the chunk's other locks waiting behind it; the import completes."""
+    import threading
+
+    from tests.test_migrations import pg_connect
+
+    tenant = make_tenant(db)
+    ids = make_contacts(db, tenant, 50)
+    path = write_csv(
+        tmp_path / "c.csv", ["contact_id", "plan"], [[str(cid), "held"] for cid in ids]
+    )
+    holder = pg_connect(pg_url)
+    holder.execute("BEGIN")
+    holder.execute("UPDATE contacts SET email = email WHERE id = %s", (ids[10],))
+    release = threading.Timer(0.8, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        result = import_cli(pg_url, path, tenant, "--lock-timeout-ms", "200")
+    finally:
+        release.join()
+        holder.close()
+    assert result.exit_code == 0, result.output
+    assert "50 rows, 50 contacts updated" in result.output
+    assert scalar(db, "SELECT count(*) FROM contacts WHERE attributes->>'plan' = 'held'") == 50

