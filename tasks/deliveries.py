@@ -22,7 +22,7 @@ from celery import Celery, shared_task
 from sqlalchemy import Connection
 
 from cache import get_cache, get_send_rate_limiter
-from db import delivery
+from db import delivery, inbound
 from db.engine import autocommit_connection
 from db.statuses import MessageStatus
 from tasks import metrics, names
@@ -177,6 +177,12 @@ def deliver(
                 )
                 outcomes[message.id] = MessageOutcome(message.id, "failed", failure)
         delivery.finish_messages(connection, tenant_id, results)
+        inbound.note_not_sent(
+            connection,
+            tenant_id,
+            [r.message_id for r in results if r.error == inbound.OPTED_OUT],
+            inbound.OPTED_OUT,
+        )
         if missed:
             _defer(connection, missed, 0.0, requeue, outcomes)
     for result in results:

@@ -69,6 +69,18 @@ class ExitConfig:
     pass
 
 
+@dataclass(frozen=True)
+class WaitForEventConfig:
+    """Wait for an event of this name for the contact (properties equal to `where`), or for
+    the timeout; then matched_node_id or timeout_node_id (null: the journey completes)."""
+
+    event: str
+    timeout_seconds: float
+    matched_node_id: uuid.UUID | None
+    timeout_node_id: uuid.UUID | None
+    where: dict[str, Any]
+
+
 NodeConfig = (
     SendSmsConfig
     | WaitConfig
@@ -77,6 +89,7 @@ NodeConfig = (
     | UpdateContactConfig
     | WebhookConfig
     | ExitConfig
+    | WaitForEventConfig
 )
 
 
@@ -214,6 +227,37 @@ def parse_exit(config: dict[str, Any]) -> ExitConfig:
     return ExitConfig()
 
 
+MAX_EVENT_NAME = 128
+
+
+def parse_wait_for_event(config: dict[str, Any]) -> WaitForEventConfig:
+    _reject_unknown(
+        config, {"event", "timeout_seconds", "matched_node_id", "timeout_node_id", "where"}
+    )
+    event = config.get("event")
+    if not isinstance(event, str) or not event.strip() or len(event) > MAX_EVENT_NAME:
+        raise InvalidNodeConfig(
+            f"wait_for_event needs an event name of 1 to {MAX_EVENT_NAME} characters"
+        )
+    timeout = config.get("timeout_seconds")
+    if not _number(timeout) or not 0 < timeout <= MAX_WAIT_SECONDS:
+        raise InvalidNodeConfig(
+            f"wait_for_event timeout_seconds must be a number in (0, {MAX_WAIT_SECONDS}]"
+        )
+    where = config.get("where", {})
+    if where is None:
+        where = {}
+    if not isinstance(where, dict):
+        raise InvalidNodeConfig("wait_for_event where must be an object of property values")
+    return WaitForEventConfig(
+        event=event,
+        timeout_seconds=float(timeout),
+        matched_node_id=_node_ref(config, "matched_node_id"),
+        timeout_node_id=_node_ref(config, "timeout_node_id"),
+        where=dict(where),
+    )
+
+
 PARSERS = {
     "send_sms": parse_send_sms,
     "wait": parse_wait,
@@ -222,6 +266,7 @@ PARSERS = {
     "update_contact": parse_update_contact,
     "webhook": parse_webhook,
     "exit": parse_exit,
+    "wait_for_event": parse_wait_for_event,
 }
 
 

@@ -21,6 +21,9 @@ TASK_MODULES = (
     "tasks.dispatch",
     "tasks.retention",
     "tasks.stats",
+    "tasks.inbound",
+    "tasks.receipts",
+    "tasks.contact_events",
 )
 
 
