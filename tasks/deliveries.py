@@ -22,7 +22,7 @@ from celery import Celery, shared_task
 from sqlalchemy import Connection
 
 from cache import get_cache, get_send_rate_limiter
-from db import delivery, inbound
+from db import delivery, inbound, receipts
 from db.engine import autocommit_connection
 from db.statuses import MessageStatus
 from tasks import metrics, names
@@ -182,6 +182,10 @@ def deliver(
             tenant_id,
             [r.message_id for r in results if r.error == inbound.OPTED_OUT],
             inbound.OPTED_OUT,
+        )
+        # Receipts that came before these provider ids were stored (db/receipts.py).
+        receipts.apply_early_receipts(
+            connection, tenant_id, [r.message_id for r in results if r.provider_message_id]
         )
         if missed:
             _defer(connection, missed, 0.0, requeue, outcomes)
