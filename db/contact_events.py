@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, text
+from sqlalchemy import Connection, and_, func, literal_column, select, text
 from sqlalchemy.orm import Session, aliased
 
 from db.clock import as_utc, db_now
@@ -119,12 +119,13 @@ def waiting_steps_query(
             node.config,
             func.coalesce(entry.executed_at, jc.updated_at).label("entered_at"),
         )
+        .select_from(jc)
         .join(
             node,
             and_(
                 node.id == jc.current_node_id,
                 node.journey_id == jc.journey_id,
-                node.type == WAIT_FOR_EVENT,
+                node.type == literal_column(f"'{WAIT_FOR_EVENT}'"),
             ),
         )
         .outerjoin(
@@ -140,7 +141,9 @@ def waiting_steps_query(
             if contact_id is not None
             else jc.id.in_(list(journey_contact_ids)),
             jc.tenant_id == tenant_id,
-            jc.status == ContactStatus.WAITING.value,
+            # A literal, not a parameter: a prepared statement's generic plan can then still
+            # prove the partial index's predicate (status = 'WAITING').
+            jc.status == literal_column(f"'{ContactStatus.WAITING.value}'"),
         )
         .order_by(jc.id)
     )
