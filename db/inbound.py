@@ -162,6 +162,19 @@ def _audit(
     )
 
 
+def contact_opted_out(bind: Bind, contact_id: uuid.UUID) -> bool:
+    """Whether the contact is opted out now (a primary-key read, right before a send)."""
+    return bool(
+        bind.execute(
+            select(Contact.id).where(
+                Contact.id == contact_id,
+                Contact.opted_out_at.is_not(None),
+                Contact.opted_out_at <= db_now(),
+            )
+        ).first()
+    )
+
+
 def cancel_queued_for_contacts(
     bind: Bind, tenant_id: uuid.UUID, contact_ids: Sequence[uuid.UUID]
 ) -> list[uuid.UUID]:

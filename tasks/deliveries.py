@@ -134,7 +134,7 @@ def deliver(
             else:
                 try:
                     # The gate waits for the message's send slot right before the call.
-                    sent = provider.send(message, partial(pace.wait_for, message.id))
+                    sent = provider.send(message, partial(_gate, connection, pace, message))
                 except SlotMissed:
                     # Too late for its slot (this process was held up): sending it now could
                     # crowd the next slots, so it goes back for a slot of its own.
@@ -200,6 +200,17 @@ def deliver(
             f"(first: message {retry[0].message_id}: {retry[0].detail})"
         )
     return [outcomes[m] for m in message_ids]
+
+
+def _gate(connection: Connection, pace: _Pace, message: delivery.OutboundMessage) -> bool:
+    """Right before the provider call: wait for the send slot, then check the opt-out once
+    more. The claim checked it, but a batch's last message goes out after the others' calls
+    (and any pacing): an opt-out committed meanwhile still stops it."""
+    if not pace.wait_for(message.id):
+        return False
+    if inbound.contact_opted_out(connection, message.contact_id):
+        raise PermanentError(inbound.OPTED_OUT)
+    return True
 
 
 @dataclass(frozen=True)

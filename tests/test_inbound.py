@@ -265,3 +265,42 @@ def test_bad_input_is_a_bad_message(kwargs: dict[str, Any], problem: str) -> Non
 def test_an_unknown_tenant_is_an_unknown_entity(pg_engine: Engine) -> None:
     with pytest.raises(UnknownEntity):
         handle_inbound(sms(uuid.uuid4(), phone(0), "STOP"))
+
+
+def test_an_opt_out_during_a_batchs_sends_stops_the_rest(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim found nobody opted out; the second contact opts out while the first message
+    is with the provider: the second message is not sent."""
+    from tasks.delivery import LoggingProvider
+
+    tenant = make_tenant(pg_engine)
+    journey = make_journey(pg_engine, tenant, SEND)
+    first, second = make_people(pg_engine, tenant, 2)  # phones phone(0), phone(1)
+    messages = {}
+    for contact in (first, second):
+        jc = make_journey_contact(pg_engine, journey, contact)
+        [messages[contact]] = deliveries(run_step(tenant, jc, journey.nodes["hello"], 0))
+    original = LoggingProvider.send
+    handed: list[uuid.UUID] = []
+
+    def send_and_meanwhile_opt_out(self: LoggingProvider, message: Any, gate: Any = None) -> Any:
+        if not handed:
+            # The other contact opts out, committed while this first call is under way.
+            other = 1 if message.contact_id == first else 0
+            handle_inbound(sms(tenant, phone(other), "STOP"))
+        sent = original(self, message, gate)
+        handed.append(message.id)
+        return sent
+
+    monkeypatch.setattr(LoggingProvider, "send", send_and_meanwhile_opt_out)
+    ids = [uuid.UUID(messages[first]), uuid.UUID(messages[second])]
+    outcomes = {o.message_id: (o.outcome, o.detail) for o in deliver(tenant, ids)}
+    [sent] = handed
+    [stopped] = [m for m in ids if m != sent]
+    assert outcomes == {sent: ("sent", ""), stopped: ("failed", "opted_out")}
+    with pg_engine.connect() as conn:
+        status = conn.execute(
+            select(Message.status, Message.error).where(Message.id == stopped)
+        ).one()
+    assert tuple(status) == ("FAILED", "opted_out")
