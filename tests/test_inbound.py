@@ -304,3 +304,26 @@ def test_an_opt_out_during_a_batchs_sends_stops_the_rest(
             select(Message.status, Message.error).where(Message.id == stopped)
         ).one()
     assert tuple(status) == ("FAILED", "opted_out")
+
+
+def test_the_embedded_sqlite_database_handles_stop_and_start(sqlite_engine: Engine) -> None:
+    tenant = make_tenant(sqlite_engine)
+    journey = make_journey(sqlite_engine, tenant, SEND)
+    [contact] = make_people(sqlite_engine, tenant, 1)
+    jc = make_journey_contact(sqlite_engine, journey, contact)
+    [message_id] = deliveries(run_step(tenant, jc, journey.nodes["hello"], 0))
+    stop = handle_inbound(sms(tenant, phone(0), "STOP", "s1"))
+    assert stop.cancelled_messages == [uuid.UUID(message_id)]
+    assert handle_inbound(sms(tenant, phone(0), "STOP", "s1")).duplicate
+    handle_inbound(sms(tenant, "+33142685300", "hello"))
+    handle_inbound(sms(tenant, phone(0), "start"))
+    assert not opted_out(sqlite_engine, contact)
+    assert [a for a, _m, _k in audit(sqlite_engine, contact)] == ["OPT_OUT", "OPT_IN"]
+    with sqlite_engine.connect() as conn:
+        result = conn.execute(
+            text(
+                "SELECT e.result FROM messages m JOIN journey_node_executions e "
+                "ON e.id = m.journey_node_execution_id WHERE m.status = 'FAILED'"
+            )
+        ).scalar_one()
+    assert '"not_sent": "opted_out"' in result or '"not_sent":"opted_out"' in result

@@ -139,3 +139,14 @@ def test_bad_input_is_a_bad_message(kwargs: dict[str, Any], problem: str) -> Non
 def test_an_unknown_tenant_is_an_unknown_entity(pg_engine: Engine) -> None:
     with pytest.raises(UnknownEntity):
         receipt(uuid.uuid4(), "p", "sent")
+
+
+def test_the_embedded_sqlite_database_keeps_and_applies_receipts(sqlite_engine: Engine) -> None:
+    tenant, message_id = queued(sqlite_engine)
+    pid = f"log-{message_id}"
+    assert receipt(tenant, pid, "undelivered", error_code="30005")["outcome"] == "kept"
+    assert receipt(tenant, pid, "sent")["outcome"] == "kept"
+    deliver(tenant, [message_id])
+    assert tuple(message(sqlite_engine, message_id))[:2] == ("UNDELIVERED", "30005")
+    assert receipt(tenant, pid, "delivered")["outcome"] == "unchanged"
+    assert early_rows(sqlite_engine) == 0
