@@ -43,6 +43,9 @@ class WaitingStep:
     node_id: uuid.UUID
     config: Any
     entered_at: datetime
+    # The timeout: an event that happened at or after it is too late, even if the timeout's
+    # own step has not run yet.
+    due_at: datetime | None
 
 
 def record_event(
@@ -118,6 +121,7 @@ def waiting_steps_query(
             jc.current_node_id,
             node.config,
             func.coalesce(entry.executed_at, jc.updated_at).label("entered_at"),
+            jc.due_at,
         )
         .select_from(jc)
         .join(
@@ -170,7 +174,13 @@ def _waiting(bind: Bind, query: Any) -> list[WaitingStep]:
         assert entered is not None
         steps.append(
             WaitingStep(
-                row.id, row.contact_id, row.step_seq, row.current_node_id, row.config, entered
+                row.id,
+                row.contact_id,
+                row.step_seq,
+                row.current_node_id,
+                row.config,
+                entered,
+                as_utc(row.due_at),
             )
         )
     return steps

@@ -85,9 +85,12 @@ def contact_event(self: JourneyTask, *args: Any, **kwargs: Any) -> dict[str, Any
     return {"recorded": event.created, "matched": len(matched)}
 
 
-def event_matches(config: WaitForEventConfig, event: StoredEvent, entered_at: Any) -> bool:
-    """Same name, every `where` property equal, and it happened once the wait had begun."""
-    if event.name != config.event or event.occurred_at < entered_at:
+def event_matches(config: WaitForEventConfig, event: StoredEvent, wait: WaitingStep) -> bool:
+    """Same name, every `where` property equal, and it happened while the wait lasted: at or
+    after its entry, before its timeout."""
+    if event.name != config.event or event.occurred_at < wait.entered_at:
+        return False
+    if wait.due_at is not None and event.occurred_at >= wait.due_at:
         return False
     return all(
         key in event.properties and event.properties[key] == value
@@ -149,7 +152,7 @@ def resolve_waits(
             (
                 e
                 for e in ordered
-                if e.contact_id == wait.contact_id and event_matches(config, e, wait.entered_at)
+                if e.contact_id == wait.contact_id and event_matches(config, e, wait)
             ),
             None,
         )

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from db.statuses import ContactStatus, ExecutionStatus
-from tasks.errors import MissingPlaceholder
+from tasks.errors import InvalidNodeConfig, MissingPlaceholder
 from tasks.node_config import (
     PLACEHOLDER,
     ConditionConfig,
@@ -170,7 +170,10 @@ def wait_for_event(
     config: WaitForEventConfig, node_id: uuid.UUID, db_now: datetime, resuming: bool
 ) -> NodeDecision:
     """Entering: wait at this very node until the timeout (an event may end the wait first:
-    tasks/contact_events.py claims the same step). Resuming at the timeout: the timeout branch."""
+    tasks/contact_events.py claims the same step). Resuming at the timeout: the timeout branch.
+    A branch back to this very node is refused: waking here must mean the timeout."""
+    if node_id in (config.matched_node_id, config.timeout_node_id):
+        raise InvalidNodeConfig("wait_for_event cannot branch to itself")
     if resuming:
         return NodeDecision(
             next_node_id=config.timeout_node_id,

@@ -194,3 +194,13 @@ def test_wait_for_event_waits_at_itself_then_takes_the_timeout_branch() -> None:
     waking = decide("wait_for_event", config, resuming_wait=True, **common)
     assert waking.next_node_id == timed_out and waking.wake_at is None
     assert waking.result == {"event": "link_clicked", "matched": False, "timed_out": True}
+
+
+def test_wait_for_event_cannot_branch_to_itself() -> None:
+    config = parse_node_config(
+        "wait_for_event", {"event": "x", "timeout_seconds": 5, "timeout_node_id": str(NODE)}
+    )
+    with pytest.raises(InvalidNodeConfig, match="itself"):
+        decide(
+            "wait_for_event", config, node_id=NODE, next_node_id=None, contact=contact(), db_now=NOW
+        )

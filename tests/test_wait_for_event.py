@@ -156,6 +156,14 @@ def test_an_event_from_before_the_wait_does_not_match(pg_engine: Engine) -> None
     assert state(pg_engine, jc)[0] == "WAITING"
 
 
+def test_an_event_after_the_timeout_moment_is_too_late(pg_engine: Engine) -> None:
+    """The timeout's own step has not run yet, but the event happened after the wait ended."""
+    journey, jc, contact = waiting(pg_engine)
+    make_due(pg_engine, jc)
+    assert match_event(journey.tenant_id, record(journey.tenant_id, contact))[1] == set()
+    assert state(pg_engine, jc)[0] == "WAITING"
+
+
 def test_the_timeout_takes_the_timeout_branch(pg_engine: Engine) -> None:
     journey, jc, contact = waiting(pg_engine)
     # Not due yet: the timeout's message is a no-op.
@@ -258,8 +266,10 @@ def test_event_copies_and_the_timeout_at_the_same_instant_pick_one_branch(
     pg_engine: Engine, round_: int
 ) -> None:
     journey, jc, contact = waiting(pg_engine)
-    make_due(pg_engine, jc)
     events = [record(journey.tenant_id, contact, event_id=f"e{i}") for i in range(2)]
+    # The clicks happened within the wait, and its timeout is due now too: both branches open.
+    with pg_engine.begin() as conn:
+        conn.execute(text("UPDATE journey_contacts SET due_at = now() WHERE id = :jc"), {"jc": jc})
     events.append(events[0])  # a redelivered copy
     _race(
         [lambda e=e: match_event(journey.tenant_id, e) for e in events]
@@ -270,6 +280,7 @@ def test_event_copies_and_the_timeout_at_the_same_instant_pick_one_branch(
     assert node in (journey.nodes["clicked"], journey.nodes["nudge"])
     [result] = wait_executions(pg_engine, jc)  # exactly one execution of the wait's step
     assert result.get("matched") is (node == journey.nodes["clicked"])
+    print(f"race round {round_}: {'event' if result['matched'] else 'timeout'} won")
 
 
 @pytest.mark.parametrize(

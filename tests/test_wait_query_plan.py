@@ -139,6 +139,19 @@ def test_an_event_finds_its_waits_in_one_index_range(wait_db: WaitDb, generic: b
     assert "ix_journey_contacts_waiting_contact" in journey_contact_indexes, plan
 
 
+def test_the_plan_with_its_actual_rows(wait_db: WaitDb) -> None:
+    """EXPLAIN ANALYZE of the lookup, printed for docs/benchmarks.md."""
+    query = waiting_steps_query(wait_db.tenant, contact_id=wait_db.contact)
+    with wait_db.engine.connect() as conn:
+        compiled = query.compile(dialect=conn.dialect)
+        lines = conn.exec_driver_sql(
+            f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {compiled}", dict(compiled.params)
+        ).scalars()
+        plan = "\n".join(lines)
+    print(f"\nEXPLAIN ANALYZE at {WAITING_ROWS:,} waiting rows:\n{plan}")
+    assert "ix_journey_contacts_waiting_contact" in plan
+
+
 def test_the_lookup_is_fast_at_size(wait_db: WaitDb) -> None:
     """Timed, never asserted tightly: the machine is shared."""
     times = []
