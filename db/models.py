@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.functions import FunctionElement
 
 from db.statuses import (
+    ConsentAction,
     ContactStatus,
     ExecutionStatus,
     JourneyStatus,
@@ -110,6 +111,10 @@ class Tenant(Record):
 
 class Contact(Record):
     __tablename__ = "contacts"
+    __table_args__ = (
+        # An inbound SMS finds its contact by tenant and E.164 phone (0011).
+        Index("ix_contacts_tenant_phone", "tenant_id", "phone"),
+    )
 
     tenant_id: Mapped[uuid.UUID] = tenant_fk()
     phone: Mapped[str | None] = mapped_column(String(32))
@@ -187,6 +192,14 @@ class JourneyContact(Record):
             sqlite_where=text("status = 'WAITING' OR (status = 'ACTIVE' AND unpublished)"),
         ),
         Index("ix_journey_contacts_contact_id", "contact_id"),
+        # A contact event finds the contact's waits in one range of this index, however many
+        # contacts wait and however many finished enrollments the contact has (0011).
+        Index(
+            "ix_journey_contacts_waiting_contact",
+            "contact_id",
+            postgresql_where=text("status = 'WAITING'"),
+            sqlite_where=text("status = 'WAITING'"),
+        ),
         # Upstream-created rows carry no due_at; the dispatcher sweeps the stale ones.
         Index(
             "ix_journey_contacts_undated",
@@ -319,8 +332,9 @@ class Message(Record):
     conversation_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("conversations.id", ondelete="SET NULL")
     )
-    contact_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    # Null for an inbound message from a phone the tenant does not know (contract Version 2).
+    contact_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=True
     )
     journey_node_execution_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("journey_node_executions.id", ondelete="SET NULL")
@@ -343,6 +357,84 @@ class Message(Record):
     delivery_lease_until: Mapped[datetime | None] = mapped_column(Timestamp)
     # Deferred by its tenant's send rate: the dispatcher publishes its delivery from then on.
     deliver_after: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The provider's code for a failed or undelivered message, from its receipt (0011).
+    error_code: Mapped[str | None] = mapped_column(Text)
+    # An inbound message's phones as the provider gave them: who wrote (kept even when no
+    # contact has that phone, for support) and to which of the tenant's numbers (0011).
+    from_phone: Mapped[str | None] = mapped_column(String(32))
+    to_phone: Mapped[str | None] = mapped_column(String(32))
+
+
+class EarlyDeliveryReceipt(Base):
+    """A delivery receipt that arrived before its message's provider id was visible: applied
+    (and deleted) when the message gets that id (db/receipts.py). One row per provider id, the
+    furthest status seen so far."""
+
+    __tablename__ = "early_delivery_receipts"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="RESTRICT"), primary_key=True
+    )
+    provider_message_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    error_code: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(
+        Timestamp, nullable=False, server_default=text("CURRENT_TIMESTAMP")
+    )
+
+
+class ContactEvent(Record):
+    """Something that happened to a contact (journeys.contact_event, or an inbound SMS as
+    `sms_reply`): what wait_for_event nodes wait for."""
+
+    __tablename__ = "contact_events"
+    __table_args__ = (
+        # The same event_id is applied once, whatever is redelivered (ON CONFLICT DO NOTHING).
+        Index(
+            "uq_contact_events_event_id",
+            "tenant_id",
+            "event_id",
+            unique=True,
+            postgresql_where=text("event_id IS NOT NULL"),
+            sqlite_where=text("event_id IS NOT NULL"),
+        ),
+        # A contact entering a wait looks for an event that arrived while it was entering.
+        Index("ix_contact_events_contact_name", "contact_id", "name", "occurred_at"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = tenant_fk()
+    contact_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    properties: Mapped[dict[str, Any]] = mapped_column(
+        JsonDocument, nullable=False, server_default=EMPTY_JSON, default=dict
+    )
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp, nullable=False)
+    event_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class ContactConsentChange(Record):
+    """The audit trail of opt-outs and opt-ins: who, which way, when, and the inbound message
+    that said so (a compliance officer's first question)."""
+
+    __tablename__ = "contact_consent_changes"
+    __table_args__ = (
+        CheckConstraint(check_in("action", ConsentAction), name="ck_contact_consent_action"),
+        Index("ix_contact_consent_changes_contact", "contact_id", "created_at"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = tenant_fk()
+    contact_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False
+    )
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    # The inbound message that carried the keyword (null if it was deleted since).
+    message_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("messages.id", ondelete="SET NULL")
+    )
+    keyword: Mapped[str] = mapped_column(Text, nullable=False)
 
 
 class CallLog(Record):

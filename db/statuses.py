@@ -44,9 +44,31 @@ class MessageDirection(StrEnum):
 
 
 class MessageStatus(StrEnum):
+    """QUEUED -> SENT -> DELIVERED | UNDELIVERED | FAILED; a terminal state never goes back
+    (contract Version 2). An inbound message is recorded as DELIVERED: it reached us."""
+
     QUEUED = "QUEUED"
     SENT = "SENT"
     FAILED = "FAILED"
+    DELIVERED = "DELIVERED"
+    UNDELIVERED = "UNDELIVERED"
+
+
+# A message may move only to a status of a higher rank: receipts arrive out of order and twice.
+MESSAGE_STATUS_RANK = {
+    MessageStatus.QUEUED: 0,
+    MessageStatus.SENT: 1,
+    MessageStatus.DELIVERED: 2,
+    MessageStatus.UNDELIVERED: 2,
+    MessageStatus.FAILED: 2,
+}
+
+
+class ConsentAction(StrEnum):
+    """contact_consent_changes.action: the audit trail of opt-outs and opt-ins."""
+
+    OPT_OUT = "OPT_OUT"
+    OPT_IN = "OPT_IN"
 
 
 def check_in(column: str, values: type[StrEnum]) -> str:

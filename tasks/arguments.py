@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from tasks.errors import BadMessage
@@ -114,3 +115,33 @@ def contact_updates_arg(
 def loggable_ids(kwargs: Mapping[str, Any]) -> dict[str, str]:
     """The id-like arguments, shortened, for error lines (never bodies or phone numbers)."""
     return {k: str(v)[:64] for k, v in kwargs.items() if k.endswith("_id") or k in ("step",)}
+
+
+def string_arg(
+    kwargs: Mapping[str, Any], name: str, max_length: int, *, allow_empty: bool = False
+) -> str:
+    """A string of at most `max_length` characters (non-blank unless `allow_empty`)."""
+    value = kwargs.get(name)
+    if not isinstance(value, str):
+        raise BadMessage(f"{name} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise BadMessage(f"{name} must not be empty")
+    if len(value) > max_length:
+        raise BadMessage(f"{name} is longer than {max_length} characters")
+    return value
+
+
+def optional_time_arg(kwargs: Mapping[str, Any], name: str) -> datetime | None:
+    """An ISO 8601 time with a time zone (Z or +hh:mm), as UTC; None when absent or null."""
+    value = kwargs.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadMessage(f"{name} must be an ISO 8601 string, got {type(value).__name__}")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadMessage(f"{name} is not an ISO 8601 time: {value[:64]!r}") from None
+    if moment.tzinfo is None:
+        raise BadMessage(f"{name} needs a time zone (Z or +hh:mm): {value[:64]!r}")
+    return moment.astimezone(UTC)

@@ -23,7 +23,7 @@ from celery import Celery, shared_task
 from sqlalchemy import Connection
 
 from cache import get_cache, get_send_rate_limiter
-from db import delivery, send_counters
+from db import delivery, inbound, receipts, send_counters
 from db.engine import autocommit_connection
 from db.statuses import MessageStatus
 from tasks import metrics, names
@@ -136,7 +136,7 @@ def deliver(
             else:
                 try:
                     # The gate waits for the message's send slot right before the call.
-                    sent = provider.send(message, partial(pace.wait_for, message.id))
+                    sent = provider.send(message, partial(_gate, connection, pace, message))
                     sent_at = pace.passed.get(message.id)
                 except SlotMissed:
                     # Too late for its slot (this process was held up): sending it now could
@@ -186,6 +186,16 @@ def deliver(
         send_counters.release_sends(
             connection, [r.message_id for r in results if r.status == MessageStatus.FAILED]
         )
+        inbound.note_not_sent(
+            connection,
+            tenant_id,
+            [r.message_id for r in results if r.error == inbound.OPTED_OUT],
+            inbound.OPTED_OUT,
+        )
+        # Receipts that came before these provider ids were stored (db/receipts.py).
+        receipts.apply_early_receipts(
+            connection, tenant_id, [r.message_id for r in results if r.provider_message_id]
+        )
         if missed:
             _defer(connection, missed, 0.0, requeue, outcomes)
     for result in results:
@@ -199,6 +209,17 @@ def deliver(
             f"(first: message {retry[0].message_id}: {retry[0].detail})"
         )
     return [outcomes[m] for m in message_ids]
+
+
+def _gate(connection: Connection, pace: _Pace, message: delivery.OutboundMessage) -> bool:
+    """Right before the provider call: wait for the send slot, then check the opt-out once
+    more. The claim checked it, but a batch's last message goes out after the others' calls
+    (and any pacing): an opt-out committed meanwhile still stops it."""
+    if not pace.wait_for(message.id):
+        return False
+    if inbound.contact_opted_out(connection, message.contact_id):
+        raise PermanentError(inbound.OPTED_OUT)
+    return True
 
 
 @dataclass(frozen=True)

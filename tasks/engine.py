@@ -292,6 +292,7 @@ class StepEngine:
                     next_node_id=node.next_node_id,
                     contact=_contact_view(state),
                     db_now=state.db_now,
+                    resuming_wait=_resuming_wait(step),
                 )
             except PermanentError as exc:
                 planned.append(_fail(state, exc.reason, node, pending))
@@ -663,6 +664,20 @@ def _pending_execution(step: LoadedStep) -> uuid.UUID | None:
             and e.step_seq in (None, state.step_seq)
         ),
         None,
+    )
+
+
+def _resuming_wait(step: LoadedStep) -> bool:
+    """The contact wakes at the node that put it to wait at the step before (wait_for_event's
+    timeout), as opposed to arriving at it: the last execution is this node's, one step back.
+    Not the status: the dispatcher marks a due wait ACTIVE when it publishes it. A
+    wait_for_event never branches to itself, so nothing else leaves that trace."""
+    state = step.state
+    last = step.recent[0] if step.recent else None
+    return (
+        last is not None
+        and last.node_id == state.current_node_id
+        and last.step_seq == state.step_seq - 1
     )
 
 

@@ -6,6 +6,10 @@ JOURNEY_UPDATED = "journeys.journey_updated"
 JOURNEY_DELETED = "journeys.journey_deleted"
 TENANT_UPDATED = "journeys.tenant_updated"
 UPDATE_CONTACTS = "journeys.update_contacts"
+# Contract Version 2: two-way SMS and events.
+INBOUND_MESSAGE = "journeys.inbound_message"
+DELIVERY_RECEIPT = "journeys.delivery_receipt"
+CONTACT_EVENT = "journeys.contact_event"
 # The worker's own.
 EXECUTE_BATCH = "journeys.execute_batch"
 DELIVER_MESSAGE = "journeys.deliver_message"

@@ -70,6 +70,18 @@ class ExitConfig:
     pass
 
 
+@dataclass(frozen=True)
+class WaitForEventConfig:
+    """Wait for an event of this name for the contact (properties equal to `where`), or for
+    the timeout; then matched_node_id or timeout_node_id (null: the journey completes)."""
+
+    event: str
+    timeout_seconds: float
+    matched_node_id: uuid.UUID | None
+    timeout_node_id: uuid.UUID | None
+    where: dict[str, Any]
+
+
 NodeConfig = (
     SendSmsConfig
     | WaitConfig
@@ -78,6 +90,7 @@ NodeConfig = (
     | UpdateContactConfig
     | WebhookConfig
     | ExitConfig
+    | WaitForEventConfig
 )
 
 
@@ -134,6 +147,20 @@ def read_exit(config: dict[str, Any]) -> ExitConfig:
     return ExitConfig()
 
 
+# An event name's longest form: the wait_for_event node's schema and contact_event's agree.
+MAX_EVENT_NAME = 128
+
+
+def read_wait_for_event(config: dict[str, Any]) -> WaitForEventConfig:
+    return WaitForEventConfig(
+        event=config["event"],
+        timeout_seconds=float(config["timeout_seconds"]),
+        matched_node_id=_node_ref(config, "matched_node_id"),
+        timeout_node_id=_node_ref(config, "timeout_node_id"),
+        where=dict(config.get("where") or {}),
+    )
+
+
 # Each node type's reader; its schema (docs/schemas/nodes/<type>.json) is the check.
 READERS: dict[str, Callable[[dict[str, Any]], NodeConfig]] = {
     "send_sms": read_send_sms,
@@ -143,6 +170,7 @@ READERS: dict[str, Callable[[dict[str, Any]], NodeConfig]] = {
     "update_contact": read_update_contact,
     "webhook": read_webhook,
     "exit": read_exit,
+    "wait_for_event": read_wait_for_event,
 }
 
 

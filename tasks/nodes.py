@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from db.statuses import ContactStatus, ExecutionStatus
-from tasks.errors import MissingPlaceholder
+from tasks.errors import InvalidNodeConfig, MissingPlaceholder
 from tasks.node_config import (
     PLACEHOLDER,
     ConditionConfig,
@@ -24,6 +24,7 @@ from tasks.node_config import (
     SplitConfig,
     UpdateContactConfig,
     WaitConfig,
+    WaitForEventConfig,
     WebhookConfig,
 )
 
@@ -166,6 +167,27 @@ def webhook(config: WebhookConfig, next_node_id: uuid.UUID | None) -> NodeDecisi
     return NodeDecision(next_node_id=next_node_id, webhook=call)
 
 
+def wait_for_event(
+    config: WaitForEventConfig, node_id: uuid.UUID, db_now: datetime, resuming: bool
+) -> NodeDecision:
+    """Entering: wait at this very node until the timeout (an event may end the wait first:
+    tasks/contact_events.py claims the same step). Resuming at the timeout: the timeout branch.
+    A branch back to this very node is refused: waking here must mean the timeout."""
+    if node_id in (config.matched_node_id, config.timeout_node_id):
+        raise InvalidNodeConfig("wait_for_event cannot branch to itself")
+    if resuming:
+        return NodeDecision(
+            next_node_id=config.timeout_node_id,
+            result={"event": config.event, "matched": False, "timed_out": True},
+        )
+    wake_at = db_now + timedelta(seconds=config.timeout_seconds)
+    return NodeDecision(
+        next_node_id=node_id,
+        wake_at=wake_at,
+        result={"waiting_for": config.event, "timeout_at": wake_at.isoformat()},
+    )
+
+
 def decide(
     node_type: str,
     config: NodeConfig,
@@ -174,9 +196,13 @@ def decide(
     next_node_id: uuid.UUID | None,
     contact: ContactView,
     db_now: datetime,
+    resuming_wait: bool = False,
 ) -> NodeDecision:
-    """Run the handler for one node."""
+    """Run the handler for one node. `resuming_wait`: the contact is waking up at the node that
+    put it to wait (a wait_for_event's timeout)."""
     match config:
+        case WaitForEventConfig():
+            return wait_for_event(config, node_id, db_now, resuming_wait)
         case SendSmsConfig():
             return send_sms(config, contact, next_node_id)
         case WaitConfig():

@@ -12,10 +12,13 @@ from typing import Any
 from celery import shared_task
 
 from cache import get_cache
+from db.contact_events import WAIT_FOR_EVENT
+from db.statuses import ContactStatus
 from db.step_store import step_store
 from tasks import metrics, names
 from tasks.arguments import check_kwargs, optional_step, step_list_arg, uuid_arg
 from tasks.base import JourneyTask, publish
+from tasks.contact_events import catch_up
 from tasks.engine import BatchCommand, BatchOutcome, StepEngine, StepRef
 from tasks.journey_edits import JOURNEY_EDIT_OUTCOMES
 from tasks.lookups import JourneyReader
@@ -54,6 +57,14 @@ def run_batch(task: JourneyTask, cmd: BatchCommand) -> dict[str, Any]:
     started = time.perf_counter()
     with step_store() as store:
         outcome = StepEngine(store, JourneyReader(get_cache()), engine_settings()).run(cmd)
+    if outcome.node_type == WAIT_FOR_EVENT:
+        # An event recorded while these entries were being written ends their wait now.
+        entered = [
+            c.journey_contact_id
+            for c in outcome.contacts
+            if c.outcome == "executed" and c.contact_status == ContactStatus.WAITING
+        ]
+        outcome.followups += catch_up(cmd.tenant_id, entered)[0]
     publish(task.app, outcome.followups)
     duration = time.perf_counter() - started
     record(outcome, duration, task.request.id)

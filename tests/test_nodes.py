@@ -154,6 +154,12 @@ def test_update_contact_and_exit() -> None:
         ("webhook", {"url": "ftp://x"}, "http(s) URL"),
         ("webhook", {"url": "https://x.test", "timeout_seconds": 99}, "timeout_seconds"),
         ("exit", {"why": 1}, "unknown key"),
+        ("wait_for_event", {"timeout_seconds": 60}, "event name"),
+        ("wait_for_event", {"event": "x", "timeout_seconds": 0}, "timeout_seconds"),
+        ("wait_for_event", {"event": "x"}, "timeout_seconds"),
+        ("wait_for_event", {"event": "x", "timeout_seconds": 1, "where": [1]}, "where"),
+        ("wait_for_event", {"event": "x", "timeout_seconds": 1, "matched_node_id": "y"}, "uuid"),
+        ("wait_for_event", {"event": "x", "timeout_seconds": 1, "match": {}}, "unknown key"),
         ("teleport", {}, "unknown node type"),
     ],
 )
@@ -167,3 +173,34 @@ def test_invalid_configs_are_named(node_type: str, config: dict, problem: str) -
 def test_config_must_be_an_object() -> None:
     with pytest.raises(InvalidNodeConfig, match="must be an object"):
         parse_node_config("exit", ["not", "a", "dict"])
+
+
+def test_wait_for_event_waits_at_itself_then_takes_the_timeout_branch() -> None:
+    matched, timed_out = uuid.uuid4(), uuid.uuid4()
+    config = parse_node_config(
+        "wait_for_event",
+        {
+            "event": "link_clicked",
+            "timeout_seconds": 90,
+            "matched_node_id": str(matched),
+            "timeout_node_id": str(timed_out),
+            "where": {"link": "offer"},
+        },
+    )
+    common = {"node_id": NODE, "next_node_id": NEXT, "contact": contact(), "db_now": NOW}
+    entering = decide("wait_for_event", config, **common)
+    assert entering.next_node_id == NODE and entering.wake_at == NOW + timedelta(seconds=90)
+    assert entering.result["waiting_for"] == "link_clicked"
+    waking = decide("wait_for_event", config, resuming_wait=True, **common)
+    assert waking.next_node_id == timed_out and waking.wake_at is None
+    assert waking.result == {"event": "link_clicked", "matched": False, "timed_out": True}
+
+
+def test_wait_for_event_cannot_branch_to_itself() -> None:
+    config = parse_node_config(
+        "wait_for_event", {"event": "x", "timeout_seconds": 5, "timeout_node_id": str(NODE)}
+    )
+    with pytest.raises(InvalidNodeConfig, match="itself"):
+        decide(
+            "wait_for_event", config, node_id=NODE, next_node_id=None, contact=contact(), db_now=NOW
+        )

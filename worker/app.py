@@ -23,6 +23,9 @@ TASK_MODULES = (
     "tasks.retention",
     "tasks.stats",
     "tasks.maintenance",
+    "tasks.inbound",
+    "tasks.receipts",
+    "tasks.contact_events",
 )
 
 
