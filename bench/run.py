@@ -447,7 +447,7 @@ def measure_growth(ctx: Context) -> Growth:
     messages) and then COPY-loaded to exactly the two sizes asked for, whatever the e2e size."""
     o = ctx.options
     with ctx.engine.begin() as conn:
-        conn.execute(text("TRUNCATE journey_node_executions, messages"))
+        conn.execute(text("TRUNCATE journey_node_executions, messages CASCADE"))
     base = o.growth_base_rows
     if base * 10 > o.growth_rows:
         base = max(1, o.growth_rows // 10)
