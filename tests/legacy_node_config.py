@@ -7,12 +7,23 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from tasks.errors import InvalidNodeConfig
+from tasks.node_config import (  # the configs it builds are today's: only the checks are old
+    ConditionConfig,
+    ExitConfig,
+    NodeConfig,
+    SendSmsConfig,
+    SplitBranch,
+    SplitConfig,
+    UpdateContactConfig,
+    WaitConfig,
+    WaitForEventConfig,
+    WebhookConfig,
+)
 
 MAX_SMS_BODY = 1600
 MAX_WAIT_SECONDS = 5 * 366 * 24 * 3600
@@ -21,77 +32,6 @@ MAX_WEBHOOK_TIMEOUT = 20
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 CONDITION_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "exists")
 WEBHOOK_METHODS = ("POST", "PUT", "PATCH")
-
-
-@dataclass(frozen=True)
-class SendSmsConfig:
-    body: str
-
-
-@dataclass(frozen=True)
-class WaitConfig:
-    seconds: float | None
-    until: datetime | None
-
-
-@dataclass(frozen=True)
-class ConditionConfig:
-    field: str
-    op: str
-    value: Any
-    true_node_id: uuid.UUID | None
-    false_node_id: uuid.UUID | None
-
-
-@dataclass(frozen=True)
-class SplitBranch:
-    weight: float
-    node_id: uuid.UUID | None
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    branches: tuple[SplitBranch, ...]
-
-
-@dataclass(frozen=True)
-class UpdateContactConfig:
-    set: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class WebhookConfig:
-    url: str
-    method: str
-    timeout_seconds: float
-
-
-@dataclass(frozen=True)
-class ExitConfig:
-    pass
-
-
-@dataclass(frozen=True)
-class WaitForEventConfig:
-    """Wait for an event of this name for the contact (properties equal to `where`), or for
-    the timeout; then matched_node_id or timeout_node_id (null: the journey completes)."""
-
-    event: str
-    timeout_seconds: float
-    matched_node_id: uuid.UUID | None
-    timeout_node_id: uuid.UUID | None
-    where: dict[str, Any]
-
-
-NodeConfig = (
-    SendSmsConfig
-    | WaitConfig
-    | ConditionConfig
-    | SplitConfig
-    | UpdateContactConfig
-    | WebhookConfig
-    | ExitConfig
-)
 
 
 def _require_dict(config: object) -> dict[str, Any]:
