@@ -95,29 +95,20 @@ def record_inbound_message(
     return RecordedInbound(existing, False)
 
 
-def opt_out(
+def change_consent(
     bind: Bind,
     tenant_id: uuid.UUID,
     contact_ids: Sequence[uuid.UUID],
+    action: ConsentAction,
     message_id: uuid.UUID,
     keyword: str,
 ) -> list[uuid.UUID]:
-    """Set opted_out_at on those not opted out yet; audit each change; returns them."""
-    changed = _set_opted_out(bind, tenant_id, contact_ids, opted_out=True)
-    _audit(bind, tenant_id, changed, ConsentAction.OPT_OUT, message_id, keyword)
-    return changed
-
-
-def opt_in(
-    bind: Bind,
-    tenant_id: uuid.UUID,
-    contact_ids: Sequence[uuid.UUID],
-    message_id: uuid.UUID,
-    keyword: str,
-) -> list[uuid.UUID]:
-    """Clear opted_out_at on those opted out; audit each change; returns them."""
-    changed = _set_opted_out(bind, tenant_id, contact_ids, opted_out=False)
-    _audit(bind, tenant_id, changed, ConsentAction.OPT_IN, message_id, keyword)
+    """Opt out (set opted_out_at where unset) or in (clear it where set); audit each contact
+    that changed, with the message that said so; returns them."""
+    changed = _set_opted_out(
+        bind, tenant_id, contact_ids, opted_out=action == ConsentAction.OPT_OUT
+    )
+    _audit(bind, tenant_id, changed, action, message_id, keyword)
     return changed
 
 

@@ -25,6 +25,7 @@ from db import contact_events as events_db
 from db import inbound as inbound_db
 from db.contact_events import StoredEvent
 from db.engine import transaction
+from db.statuses import ConsentAction
 from tasks import names
 from tasks.arguments import check_kwargs, string_arg, uuid_arg
 from tasks.base import JourneyTask, publish
@@ -139,15 +140,25 @@ def handle_inbound(sms: InboundSms) -> InboundOutcome:
             )
             return outcome
         if recorded.created and keyword == InboundKeyword.OPT_OUT:
-            outcome.opted_out = inbound_db.opt_out(
-                session, tenant_id, contacts, recorded.message_id, sms.body.strip()
+            outcome.opted_out = inbound_db.change_consent(
+                session,
+                tenant_id,
+                contacts,
+                ConsentAction.OPT_OUT,
+                recorded.message_id,
+                sms.body.strip(),
             )
             outcome.cancelled_messages = inbound_db.cancel_queued_for_contacts(
                 session, tenant_id, contacts
             )
         elif recorded.created and keyword == InboundKeyword.OPT_IN:
-            outcome.opted_in = inbound_db.opt_in(
-                session, tenant_id, contacts, recorded.message_id, sms.body.strip()
+            outcome.opted_in = inbound_db.change_consent(
+                session,
+                tenant_id,
+                contacts,
+                ConsentAction.OPT_IN,
+                recorded.message_id,
+                sms.body.strip(),
             )
         # Recorded again on a redelivery (the event_id makes it the same event), so that a
         # crash between this commit and the matching below loses no match.

@@ -49,6 +49,24 @@ def _uuid_default(postgres: bool) -> sa.TextClause:
     return sa.text("gen_random_uuid()" if postgres else "(lower(hex(randomblob(16))))")
 
 
+def _tenant_and_contact() -> list[sa.Column]:
+    """A row of a tenant's contact: deleted with the contact, never with a tenant in use."""
+    return [
+        sa.Column(
+            "tenant_id",
+            sa.Uuid(),
+            sa.ForeignKey("tenants.id", ondelete="RESTRICT"),
+            nullable=False,
+        ),
+        sa.Column(
+            "contact_id",
+            sa.Uuid(),
+            sa.ForeignKey("contacts.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+    ]
+
+
 def _timestamps() -> list[sa.Column]:
     now = sa.text("CURRENT_TIMESTAMP")
     return [
@@ -114,18 +132,7 @@ def upgrade() -> None:
             "contact_events",
             sa.Column("id", sa.Uuid(), primary_key=True, server_default=_uuid_default(postgres)),
             *_timestamps(),
-            sa.Column(
-                "tenant_id",
-                sa.Uuid(),
-                sa.ForeignKey("tenants.id", ondelete="RESTRICT"),
-                nullable=False,
-            ),
-            sa.Column(
-                "contact_id",
-                sa.Uuid(),
-                sa.ForeignKey("contacts.id", ondelete="CASCADE"),
-                nullable=False,
-            ),
+            *_tenant_and_contact(),
             sa.Column("name", sa.String(128), nullable=False),
             sa.Column("properties", _json(), nullable=False, server_default=sa.text("'{}'")),
             sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
@@ -149,18 +156,7 @@ def upgrade() -> None:
             "contact_consent_changes",
             sa.Column("id", sa.Uuid(), primary_key=True, server_default=_uuid_default(postgres)),
             *_timestamps(),
-            sa.Column(
-                "tenant_id",
-                sa.Uuid(),
-                sa.ForeignKey("tenants.id", ondelete="RESTRICT"),
-                nullable=False,
-            ),
-            sa.Column(
-                "contact_id",
-                sa.Uuid(),
-                sa.ForeignKey("contacts.id", ondelete="CASCADE"),
-                nullable=False,
-            ),
+            *_tenant_and_contact(),
             sa.Column("action", sa.String(16), nullable=False),
             sa.Column(
                 "message_id",
