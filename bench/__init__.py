@@ -17,5 +17,5 @@ Everything benchmark-specific lives here, never in the product packages:
 - bench.worker_process  the worker-process rig shared with tests/worker_process.py
 - bench.stats, bench.errors  percentiles; the bench's error
 - bench.report     the table, the JSON, the chart and the goals
-- bench.run        the orchestration, called by worker/commands/bench.py
+- bench.run        the orchestration, called by bench/cli.py (`journey-worker bench`)
 """

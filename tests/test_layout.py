@@ -19,7 +19,7 @@ FORBIDDEN = {
     "envconfig": {"db", "cache", "tasks", "worker", "api", "bench", "tests"},
     "tasks": {"worker", "api", "bench", "tests"},
     "api": {"worker", "bench", "tests"},
-    "worker": {"tests"},
+    "worker": {"bench", "tests"},
     "bench": {"tests"},
     "migrations": {"tasks", "worker", "api", "bench", "tests"},
 }

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 
 import click
 
-from worker.commands import bench as bench_commands
 from worker.commands import contacts as contacts_commands
 from worker.commands import db as db_commands
 from worker.commands import demo as demo_commands
@@ -55,7 +55,6 @@ def main() -> None:
 
 main.add_command(db_commands.db)
 main.add_command(demo_commands.demo)
-main.add_command(bench_commands.bench)
 main.add_command(listen_commands.listen)
 main.add_command(ops_commands.health)
 main.add_command(ops_commands.report)
@@ -63,6 +62,12 @@ main.add_command(serve_commands.serve)
 main.add_command(export_commands.export)
 main.add_command(stats_commands.stats)
 main.add_command(contacts_commands.contacts)
+
+# Commands of the tools built on the worker (the bench), found by their packaging's entry
+# points so the worker never imports them.
+COMMAND_ENTRY_POINTS = "journey_worker.commands"
+for entry_point in entry_points(group=COMMAND_ENTRY_POINTS):
+    main.add_command(entry_point.load(), entry_point.name)
 
 
 if __name__ == "__main__":

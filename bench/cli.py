@@ -1,5 +1,6 @@
-"""`journey-worker bench`: naive vs optimized vs ceiling on the real PostgreSQL, Redis and
-RabbitMQ, in one run. The work is in the bench package; this is its command line."""
+"""`journey-worker bench`: naive vs optimized vs ceiling (and blast) on the real PostgreSQL,
+Redis and RabbitMQ, in one run. The bench builds on the worker, never the other way round: the
+worker's command line finds this command through the `journey_worker.commands` entry point."""
 
 from __future__ import annotations
 
@@ -155,6 +156,7 @@ def bench(
 ) -> None:
     """Benchmark the step engine: naive (a straightforward ORM baseline), optimized (production) and
     ceiling (a no-op task), in-process and end to end through real `celery worker` processes."""
+    # Imported when the command runs: `journey-worker --help` stays quick.
     from bench.errors import BenchError
     from bench.run import Options, parse_brokers, parse_modes, run_and_write
     from bench.worker_process import BrokerNamespaceError, WorkerError
