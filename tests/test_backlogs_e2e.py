@@ -124,7 +124,24 @@ def test_a_redis_broker_that_loses_everything_still_finishes_every_journey(
         )
         broker.kill()  # queued and unacknowledged messages are gone for good
         broker.start()
-        wait_until(lambda: all_finished(db, journey.journey_id, 2000), timeout=240, interval=1)
+        try:
+            wait_until(lambda: all_finished(db, journey.journey_id, 2000), timeout=240, interval=1)
+        except AssertionError:
+            # What was left, and what the worker said after the broker went away: did its
+            # consumer reconnect, did the dispatcher see quiet lanes and re-publish?
+            log = rig.workers[0].log()
+            after = log[log.find("Connection to broker lost") :]
+            notable = [
+                line[:200]
+                for line in after.splitlines()
+                if any(
+                    word in line
+                    for word in ("Connected to", "Cannot connect", "dispatched", "WARNING", "ERROR")
+                )
+            ]
+            print("statuses:", dict(journey_statuses(db, journey.journey_id)))
+            print("after the broker was lost:\n" + "\n".join(notable[:40] + notable[-40:]))
+            raise
         assert journey_statuses(db, journey.journey_id) == {"COMPLETED": 2000}
         wait_until(lambda: all_messages_sent(db), timeout=120, interval=1)
         assert scalar(db, "SELECT count(*) FROM messages") == 6000
