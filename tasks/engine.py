@@ -19,6 +19,7 @@ from typing import Any, TypedDict
 
 from sqlalchemy import Connection
 
+from db import send_counters
 from db.redirects import journey_redirects
 from db.statuses import ContactStatus, ExecutionStatus, JourneyStatus, TenantStatus
 from db.step_store import (
@@ -38,7 +39,7 @@ from tasks.lookups import JourneyReader, NodeRecord
 from tasks.node_config import parse_node_config
 from tasks.nodes import ContactView, NodeDecision, decide
 from tasks.policy.send_gate import HeldSend
-from tasks.send_policy import INVALID_TENANT_SETTINGS, BatchSendPolicy, CapRequest, release
+from tasks.send_policy import INVALID_TENANT_SETTINGS, BatchSendPolicy, CapRequest
 from tasks.settings import EngineSettings
 
 RUNNABLE = (ContactStatus.ACTIVE.value, ContactStatus.WAITING.value)
@@ -222,7 +223,10 @@ class StepEngine:
                 self.store.connection, cmd.tenant_id, at_node[0].state.journey_id, cmd.node_id
             )
             outcome.node_type = node.type if node else None
-            policy = BatchSendPolicy.for_tenant(tenant)
+            # Only sends are under the policy: other nodes skip parsing the tenant's settings.
+            policy = BatchSendPolicy.for_tenant(
+                tenant if node is not None and node.type == "send_sms" else None
+            )
             planned += self._at_node(node, at_node, outcome, written, policy, capped)
         if capped:
             claimed = self._write_capped(cmd.tenant_id, planned, capped, policy)
@@ -368,7 +372,7 @@ class StepEngine:
                 for r in requests
                 if r.message_id in counted and r.state.id not in claimed
             ]
-            release(store.connection, unsent)
+            send_counters.release_sends(store.connection, unsent)
         return claimed
 
     def _held(

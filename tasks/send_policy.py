@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 import zoneinfo
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
@@ -26,7 +26,6 @@ from tasks.node_config import NodeConfig, SendSmsConfig
 from tasks.policy.frequency import counting_since
 from tasks.policy.send_gate import (
     HeldSend,
-    contact_time_zone,
     frequency_cap_hold,
     quiet_hours_hold,
 )
@@ -35,7 +34,12 @@ from tasks.policy.settings import (
     TenantSendPolicy,
     parse_tenant_send_policy,
 )
-from tasks.policy.timezones import DEFAULT_TIME_ZONE, ContactTimeZone, TimeZoneSource
+from tasks.policy.timezones import (
+    DEFAULT_TIME_ZONE,
+    ContactTimeZone,
+    TimeZoneSource,
+    resolve_contact_time_zone,
+)
 
 log = logging.getLogger("journey_worker.send_policy")
 
@@ -62,6 +66,9 @@ class BatchSendPolicy:
     ) -> None:
         self.policy = policy
         self.error = error
+        # Each journey contact's zone, resolved once per batch: quiet hours and a calendar-day
+        # cap both need it, and each fallback is logged and counted once.
+        self._zones: dict[uuid.UUID, ContactTimeZone] = {}
 
     @classmethod
     def for_tenant(cls, tenant: TenantRecord | None) -> BatchSendPolicy:
@@ -82,7 +89,11 @@ class BatchSendPolicy:
         )
 
     def zone(self, state: StepState) -> ContactTimeZone:
-        zone = contact_time_zone(self.policy, state.attributes, state.phone)
+        known = self._zones.get(state.id)
+        if known is not None:
+            return known
+        zone = resolve_contact_time_zone(state.attributes, state.phone, self.policy.timezone)
+        self._zones[state.id] = zone
         for warning in zone.warnings:
             # Never stops a send: the next source is used, and an operator sees the count.
             metrics.TIMEZONE_FALLBACKS.labels(warning.source.value).inc()
@@ -138,7 +149,3 @@ class BatchSendPolicy:
                     send_counters.CountedSend(send.message_id, state.contact_id, state.id, at)
                 )
         return holds, send_counters.count_sends(connection, tenant_id, counted)
-
-
-def release(connection: Connection, message_ids: Iterable[uuid.UUID]) -> int:
-    return send_counters.release_sends(connection, message_ids)

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tasks.policy.quiet_hours import wall_time_in_window
-from tasks.policy.send_gate import contact_time_zone, frequency_cap_hold, quiet_hours_hold
+from tasks.policy.send_gate import frequency_cap_hold, quiet_hours_hold
 from tasks.policy.settings import parse_tenant_send_policy
-from tasks.policy.timezones import NOT_PLACES
+from tasks.policy.timezones import NOT_PLACES, resolve_contact_time_zone
 from tasks.policy.wall_clock import wall_time
 from tests.properties import property_settings
 
@@ -47,7 +47,7 @@ def test_no_send_inside_the_window_and_a_deferral_ends_it(
             }
         }
     )
-    resolved = contact_time_zone(policy, {"timezone": zone}, None)
+    resolved = resolve_contact_time_zone({"timezone": zone}, None, policy.timezone)
     assert resolved.name == zone and not resolved.warnings
     inside = wall_time_in_window(start, end, wall_time(resolved.zone, at).time())
     held = quiet_hours_hold(policy, resolved, at)
@@ -79,7 +79,7 @@ def test_a_send_is_held_exactly_when_the_window_holds_the_cap(
         {"frequency_cap": {"max_messages": cap, "per_seconds": 86_400, "action": action}}
     )
     assert policy.frequency_cap is not None
-    zone = contact_time_zone(policy, None, None)
+    zone = resolve_contact_time_zone(None, None, policy.timezone)
     times = [at - timedelta(seconds=s) for s in sends]
     held = frequency_cap_hold(policy.frequency_cap, zone, times, at)
     assert (held is None) == (len(sends) < cap)

@@ -12,7 +12,7 @@ Every decision says itself on the execution row's `result`:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,7 @@ from tasks.policy.settings import (
     QuietHoursAction,
     TenantSendPolicy,
 )
-from tasks.policy.timezones import ContactTimeZone, resolve_contact_time_zone
+from tasks.policy.timezones import ContactTimeZone
 
 QUIET_HOURS_REASON = "quiet_hours"
 
@@ -42,13 +42,6 @@ class HeldSend:
     @property
     def action(self) -> str:
         return "deferred" if self.until is not None else "skipped"
-
-
-def contact_time_zone(
-    policy: TenantSendPolicy, attributes: Mapping[str, Any] | None, phone: str | None
-) -> ContactTimeZone:
-    """The contract's order: the contact's own zone, the phone's single zone, the tenant's, UTC."""
-    return resolve_contact_time_zone(attributes, phone, policy.timezone)
 
 
 def _zone_result(zone: ContactTimeZone) -> dict[str, Any]:
