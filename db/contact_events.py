@@ -74,13 +74,15 @@ def record_event(
         .on_conflict_do_nothing(
             index_elements=["tenant_id", "event_id"], index_where=text("event_id IS NOT NULL")
         )
-        .returning(ContactEvent.id)
-    ).scalar()
-    condition = (
-        ContactEvent.id == inserted
-        if inserted is not None
-        else and_(ContactEvent.tenant_id == tenant_id, ContactEvent.event_id == event_id)
-    )
+        .returning(ContactEvent.id, ContactEvent.occurred_at)
+    ).first()
+    if inserted is not None:
+        # Written just now: everything but the database's default time is already known.
+        occurred = as_utc(inserted.occurred_at)
+        assert occurred is not None
+        return StoredEvent(
+            inserted.id, contact_id, name, dict(properties), occurred, event_id, created=True
+        )
     row = bind.execute(
         select(
             ContactEvent.id,
@@ -89,7 +91,7 @@ def record_event(
             ContactEvent.properties,
             ContactEvent.occurred_at,
             ContactEvent.event_id,
-        ).where(condition)
+        ).where(ContactEvent.tenant_id == tenant_id, ContactEvent.event_id == event_id)
     ).one()
     occurred = as_utc(row.occurred_at)
     assert occurred is not None
@@ -100,7 +102,7 @@ def record_event(
         dict(row.properties or {}),
         occurred,
         row.event_id,
-        inserted is not None,
+        False,
     )
 
 

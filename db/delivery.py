@@ -78,18 +78,6 @@ def claim_messages(
     what sending needs. A message another delivery holds is not returned."""
     if not message_ids:
         return []
-    # The claim itself re-checks the opt-out (contract: from the moment an opt-out commits, no
-    # SMS goes, queued ones included): such a message is claimed only to be failed with the
-    # reason 'opted_out' (tasks/deliveries.py), never sent.
-    opted_out_at_claim = (
-        select(Contact.id)
-        .where(
-            Contact.id == Message.contact_id,
-            Contact.opted_out_at.is_not(None),
-            Contact.opted_out_at <= db_now(),
-        )
-        .exists()
-    )
     claimed = bind.execute(
         update(Message)
         .where(
@@ -99,12 +87,14 @@ def claim_messages(
             _lease_free(),
         )
         .values(delivery_lease_until=seconds_from_now(lease_seconds))
-        .returning(Message.id, opted_out_at_claim)
-    ).all()
-    ids = sorted(row[0] for row in claimed)
+        .returning(Message.id)
+    ).scalars()
+    ids = sorted(claimed)
     if not ids:
         return []
-    stopped = {row[0] for row in claimed if row[1]}
+    # Read after the claim (contract: from the moment an opt-out commits, no SMS goes, queued
+    # ones included): an opted-out contact's message is claimed only to be failed with the
+    # reason 'opted_out' (tasks/deliveries.py), never sent.
     opted_out = and_(Contact.opted_out_at.is_not(None), Contact.opted_out_at <= db_now())
     rows = bind.execute(
         select(
@@ -123,9 +113,7 @@ def claim_messages(
         .order_by(Message.id)
     )
     return [
-        OutboundMessage(
-            *row[:7], opted_out=bool(row.opted_out) or row.id in stopped, provider=row.provider
-        )
+        OutboundMessage(*row[:7], opted_out=bool(row.opted_out), provider=row.provider)
         for row in rows
     ]
 

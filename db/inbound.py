@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from db.clock import db_now
 from db.dialects import dialect_insert, is_postgresql
-from db.models import Contact, ContactConsentChange, JourneyNodeExecution, Message, Tenant
+from db.lookups import tenant_row
+from db.models import Contact, ContactConsentChange, JourneyNodeExecution, Message
 from db.statuses import ConsentAction, MessageDirection, MessageStatus
 
 Bind = Session | Connection
@@ -37,8 +38,8 @@ class RecordedInbound:
 def tenant_settings(bind: Bind, tenant_id: uuid.UUID) -> dict[str, Any] | None:
     """The tenant's settings, None if there is no such tenant (read from the database, not the
     cache: an opt-out keyword added a moment ago must already count)."""
-    row = bind.execute(select(Tenant.settings).where(Tenant.id == tenant_id)).first()
-    return None if row is None else dict(row[0] or {})
+    row = tenant_row(bind, tenant_id)
+    return None if row is None else dict(row.settings or {})
 
 
 def contacts_with_phone(bind: Bind, tenant_id: uuid.UUID, phones: Sequence[str]) -> list[uuid.UUID]:
