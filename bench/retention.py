@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ def purge(
     began = time.monotonic()
     deleted, batches, below, done = 0, [], None, False
     with transaction() as session:
-        cutoff = retention.purge_cutoff(session, older_than_days=CUTOFF_DAYS)
+        cutoff = retention.purge_cutoff(session, older_than=timedelta(days=CUTOFF_DAYS))
     while time.monotonic() - began < seconds and len(batches) < max_batches:
         start = time.perf_counter()
         with transaction() as session:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Delete, delete, select
 from sqlalchemy.orm import Session
@@ -21,13 +21,13 @@ class PurgeBatch:
     oldest: datetime | None
 
 
-def purge_cutoff(session: Session, *, older_than_days: int) -> datetime:
+def purge_cutoff(session: Session, *, older_than: timedelta) -> datetime:
     """The database clock minus the retention, read once per purge run.
 
     Bound into each batch as a value: compared with clock_timestamp() itself (volatile), the
     condition cannot bound the executed_at index scan, and each batch would walk every newer
     row's index entry before reaching the old ones (over a minute at 10,000,000 rows)."""
-    return session.execute(select(seconds_from_now(-older_than_days * 86400))).scalar_one()
+    return session.execute(select(seconds_from_now(-older_than.total_seconds()))).scalar_one()
 
 
 def purge_executions_batch(

@@ -6,10 +6,9 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
-from sqlalchemy import select
 
 from db import retention, send_counters
-from db.clock import as_utc, db_now
+from db.clock import as_utc
 from db.engine import transaction
 from tasks import names
 from tasks.base import JourneyTask
@@ -35,7 +34,9 @@ def purge_executions(self: JourneyTask, max_batches: int = 100) -> dict[str, int
     if settings.purge_after_days <= 0:
         return {"deleted": 0}
     with transaction() as session:
-        cutoff = retention.purge_cutoff(session, older_than_days=settings.purge_after_days)
+        cutoff = retention.purge_cutoff(
+            session, older_than=timedelta(days=settings.purge_after_days)
+        )
     deleted, below = 0, None
     for _ in range(max_batches):
         with transaction() as session:
@@ -54,12 +55,12 @@ def purge_executions(self: JourneyTask, max_batches: int = 100) -> dict[str, int
 def _purge_counted_sends(batch_size: int, max_batches: int) -> int:
     """Frequency-cap counters older than any cap can look back (31 days, plus a local day's
     margin for calendar-day caps) serve nothing: they go whatever the execution retention."""
+    with transaction() as session:
+        cutoff = as_utc(retention.purge_cutoff(session, older_than=COUNTED_SENDS_KEPT))
+    assert cutoff is not None
     deleted = 0
     for _ in range(max_batches):
         with transaction() as session:
-            now = as_utc(session.execute(select(db_now())).scalar_one())
-            assert now is not None
-            cutoff = now - COUNTED_SENDS_KEPT
             batch = send_counters.purge_sends_batch(
                 session, older_than=cutoff, batch_size=batch_size
             )

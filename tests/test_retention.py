@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -79,7 +80,7 @@ def test_the_batch_is_a_range_of_the_executed_at_index(
     """The cutoff and the boundary are values: each batch's range starts on the index, rather
     than filtering every newer row on the way (clock_timestamp() is volatile: no index bound)."""
     with transaction() as session:
-        cutoff = retention.purge_cutoff(session, older_than_days=90)
+        cutoff = retention.purge_cutoff(session, older_than=timedelta(days=90))
         first = retention.purge_executions_batch(session, cutoff=cutoff, batch_size=100)
         assert first.deleted == 100 and first.oldest is not None
         for below in (None, first.oldest):
