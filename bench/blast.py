@@ -189,11 +189,8 @@ class BlastResult:
         return counter.get(node_type, 0) / tasks if tasks else None
 
     def median_per_batch(self, node_type: str) -> float | None:
-        values = sorted(self.statement_samples.get(node_type, ()))
-        if not values:
-            return None
-        mid = len(values) // 2
-        return float(values[mid]) if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+        values = self.statement_samples.get(node_type)
+        return float(statistics.median(values)) if values else None
 
     def service_ms(self, node_type: str) -> float | None:
         """Median time of one task of this kind in the worker child, in ms."""

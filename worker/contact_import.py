@@ -38,12 +38,18 @@ class ImportReport:
     applied_rows: int = 0
     updated: int = 0
     skipped: int = 0
-    chunks: int = 0
     copy_seconds: float = 0.0
     seconds: float = 0.0
-    # The longest chunk transaction: no contact row stays locked longer than this.
-    longest_chunk_seconds: float = 0.0
     chunk_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def chunks(self) -> int:
+        return len(self.chunk_seconds)
+
+    @property
+    def longest_chunk_seconds(self) -> float:
+        """The longest chunk transaction: no contact row stays locked longer than this."""
+        return max(self.chunk_seconds, default=0.0)
 
     def summary(self) -> dict[str, object]:
         chunks = sorted(self.chunk_seconds) or [0.0]
@@ -155,9 +161,7 @@ def run_import(
                 report.applied_rows = upto
                 report.updated += result.updated
                 report.skipped += result.skipped
-                report.chunks += 1
                 report.chunk_seconds.append(chunk_seconds)
-                report.longest_chunk_seconds = max(report.longest_chunk_seconds, chunk_seconds)
                 if progress is not None:
                     progress(report)
                 if pause_seconds:

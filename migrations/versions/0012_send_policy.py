@@ -8,7 +8,7 @@
   new node or null}, read when a contact's current node no longer exists.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-01
 """
 

@@ -9,7 +9,7 @@
   without the cost delay's default sleep so it keeps up with the churn.
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-01
 """
 
