@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from celery import shared_task
@@ -193,21 +193,17 @@ def catch_up(
         return [], set()
     with transaction() as session:
         waits = events_db.waiting_steps_of(session, tenant_id, journey_contact_ids)
-        found: list[StoredEvent] = []
-        by_contact: Mapping[uuid.UUID, list[WaitingStep]] = _group(waits)
-        for contact_id, contact_waits in by_contact.items():
-            names_ = [
-                str(w.config.get("event")) for w in contact_waits if isinstance(w.config, dict)
-            ]
-            since = min(w.entered_at for w in contact_waits)
-            found += events_db.events_since(session, tenant_id, contact_id, names_, since)
+        if not waits:
+            return [], set()
+        # One read for the batch; resolve_waits keeps, per wait, only its own event and what
+        # happened since that contact entered it.
+        found = events_db.events_since(
+            session,
+            tenant_id,
+            [w.contact_id for w in waits],
+            [str(w.config.get("event")) for w in waits if isinstance(w.config, dict)],
+            min(w.entered_at for w in waits),
+        )
     if not found:
         return [], set()
     return resolve_waits(tenant_id, waits, found)
-
-
-def _group(waits: Sequence[WaitingStep]) -> dict[uuid.UUID, list[WaitingStep]]:
-    grouped: dict[uuid.UUID, list[WaitingStep]] = {}
-    for wait in waits:
-        grouped.setdefault(wait.contact_id, []).append(wait)
-    return grouped
